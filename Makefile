@@ -1,0 +1,47 @@
+# Bootstrap what a fresh machine lacks (uv, the venv, chromium), then run the product.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+PATIENTS ?= 300
+SEED ?= 42
+
+.PHONY: demo test lint format bootstrap chromium bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+$(UV):
+	@echo ">> installing uv (not found on PATH)"
+	$(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
+
+$(BIN)/outcomes: pyproject.toml uv.lock | $(UV)
+	@echo ">> creating $(VENV) from uv.lock"
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+bootstrap: $(BIN)/outcomes  ## install the locked environment
+
+chromium:  ## install Debian's chromium (browser tests, PNG export) if missing
+	@command -v chromium >/dev/null 2>&1 || { echo ">> installing chromium"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "!! could not install chromium: browser tests will be skipped"; }
+
+demo: bootstrap  ## the nightly refresh end to end on the embedded synthetic clinic
+	$(BIN)/outcomes demo --patients $(PATIENTS) --seed $(SEED)
+
+test: bootstrap chromium  ## the test suite
+	$(BIN)/pytest -q
+
+lint: bootstrap  ## ruff lint + format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: bootstrap
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: bootstrap  ## benchmarks that print figures
+	$(BIN)/python bench/generator.py
+
+clean:
+	rm -rf data .pytest_cache
