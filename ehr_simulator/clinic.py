@@ -31,8 +31,11 @@ PROTOCOL_TITLE = {
     "ketamine_kap": "IV ketamine + ketamine-assisted psychotherapy",
 }
 CONDITIONS = {
-    "trd": ("F33.2", "Major depressive disorder, recurrent severe without psychotic features",
-            "Treatment-resistant depression"),
+    "trd": (
+        "F33.2",
+        "Major depressive disorder, recurrent severe without psychotic features",
+        "Treatment-resistant depression",
+    ),
     "ptsd": ("F43.12", "Post-traumatic stress disorder, chronic", "Post-traumatic stress disorder"),
     "gad": ("F41.1", "Generalized anxiety disorder", "Generalized anxiety disorder"),
     "aud": ("F10.20", "Alcohol dependence, uncomplicated", "Alcohol use disorder"),
@@ -99,12 +102,14 @@ class _Clock:
 
 def _lag(rng: random.Random) -> timedelta:
     """Charting delay between an event and the record reaching the EHR."""
-    return timedelta(minutes=rng.randint(2, 240)) if rng.random() < 0.9 else timedelta(hours=rng.randint(4, 40))
+    return (
+        timedelta(minutes=rng.randint(2, 240)) if rng.random() < 0.9 else timedelta(hours=rng.randint(4, 40))
+    )
 
 
 def _pick(rng: random.Random, weights: dict[str, float]) -> str:
     r = rng.random() * sum(weights.values())
-    for k, w in weights.items():
+    for k, w in sorted(weights.items()):  # sorted: a config read back from JSON picks the same
         r -= w
         if r < 0:
             return k
@@ -170,8 +175,14 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
             return {"reference": f"{ABS_BASE}{rtype}/{rid}"}
         return {"reference": f"{rtype}/{rid}"}
 
-    def add(rtype: str, rid: str, event_at: datetime, body: dict, amend: tuple[datetime, dict] | None = None,
-            deleted_at: datetime | None = None) -> Record:
+    def add(
+        rtype: str,
+        rid: str,
+        event_at: datetime,
+        body: dict,
+        amend: tuple[datetime, dict] | None = None,
+        deleted_at: datetime | None = None,
+    ) -> Record:
         first = event_at + _lag(rng)
         versions = [(first, body)]
         if amend is not None:
@@ -193,22 +204,36 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
     patient = {
         "resourceType": "Patient",
         "id": pid,
-        "identifier": [{
-            "use": "usual",
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
-            "system": "https://ehr.ketamine-clinic.example/mrn",
-            "value": f"MRN{rng.randint(1000000, 9999999)}",
-        }],
+        "identifier": [
+            {
+                "use": "usual",
+                "type": {
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]
+                },
+                "system": "https://ehr.ketamine-clinic.example/mrn",
+                "value": f"MRN{rng.randint(1000000, 9999999)}",
+            }
+        ],
         "name": [{"use": "official", "family": family, "given": [given]}],
         "telecom": [
-            {"system": "phone", "value": f"({rng.randint(201, 989)}) 555-{rng.randint(1000, 9999)}",
-             "use": "mobile"},
+            {
+                "system": "phone",
+                "value": f"({rng.randint(201, 989)}) 555-{rng.randint(1000, 9999)}",
+                "use": "mobile",
+            },
             {"system": "email", "value": f"{given.lower()}.{family.lower()}{rng.randint(1, 99)}@example.com"},
         ],
         "gender": sex,
         "birthDate": birth.isoformat(),
-        "address": [{"line": [f"{rng.randint(10, 9999)} {rng.choice(names.STREETS)}"], "city": city,
-                     "state": state, "postalCode": f"{zip_prefix}{rng.randint(10, 99)}", "country": "US"}],
+        "address": [
+            {
+                "line": [f"{rng.randint(10, 9999)} {rng.choice(names.STREETS)}"],
+                "city": city,
+                "state": state,
+                "postalCode": f"{zip_prefix}{rng.randint(10, 99)}",
+                "country": "US",
+            }
+        ],
     }
     add("Patient", pid, enrolled_at, patient)
     weight_kg = round(rng.uniform(48, 125), 1)
@@ -226,21 +251,50 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
         code, display, text = CONDITIONS[c]
         cid = new_id(rng)
         onset = enroll_day - timedelta(days=rng.randint(200, 4000))
-        add("Condition", cid, enrolled_at, {
-            "resourceType": "Condition",
-            "id": cid,
-            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                           "code": "active"}]},
-            "verificationStatus": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
-                                      "code": "problem-list-item"}]}],
-            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code, "display": display}],
-                     "text": text},
-            "subject": ref("Patient", pid),
-            "onsetDateTime": onset.isoformat(),
-            "recordedDate": clock.render(enrolled_at),
-        })
+        add(
+            "Condition",
+            cid,
+            enrolled_at,
+            {
+                "resourceType": "Condition",
+                "id": cid,
+                "clinicalStatus": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                            "code": "active",
+                        }
+                    ]
+                },
+                "verificationStatus": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                            "code": "confirmed",
+                        }
+                    ]
+                },
+                "category": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                                "code": "problem-list-item",
+                            }
+                        ]
+                    }
+                ],
+                "code": {
+                    "coding": [
+                        {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code, "display": display}
+                    ],
+                    "text": text,
+                },
+                "subject": ref("Patient", pid),
+                "onsetDateTime": onset.isoformat(),
+                "recordedDate": clock.render(enrolled_at),
+            },
+        )
 
     instruments = ["madrs", "phq9"]
     if "trd" in conds:
@@ -252,28 +306,54 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
     has_sud = bool(conds & set(SUD))
     practitioners = [f"prac-{k}" for k in range(1, 7)]
 
-    def observation(inst: Instrument, at: datetime, value: int | float, performer_self: bool,
-                    date_only_ok: bool = False, status: str = "final") -> dict:
+    def observation(
+        inst: Instrument,
+        at: datetime,
+        value: int | float,
+        performer_self: bool,
+        date_only_ok: bool = False,
+        status: str = "final",
+    ) -> dict:
         oid = new_id(rng)
         body = {
             "resourceType": "Observation",
             "id": oid,
             "status": status,
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                      "code": "survey"}]}],
-            "code": {"coding": [{"system": inst.system, "code": inst.code, "display": inst.display}],
-                     "text": inst.display},
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "survey",
+                        }
+                    ]
+                }
+            ],
+            "code": {
+                "coding": [{"system": inst.system, "code": inst.code, "display": inst.display}],
+                "text": inst.display,
+            },
             "subject": ref("Patient", pid),
             "effectiveDateTime": clock.render(at, allow_date_only=date_only_ok),
-            "performer": [ref("Patient", pid) if performer_self else ref("Practitioner", rng.choice(practitioners))],
+            "performer": [
+                ref("Patient", pid) if performer_self else ref("Practitioner", rng.choice(practitioners))
+            ],
         }
         r = mrng.random()
         if isinstance(value, float):
-            body["valueQuantity"] = {"value": value, "unit": "kg", "system": "http://unitsofmeasure.org",
-                                     "code": "kg"}
+            body["valueQuantity"] = {
+                "value": value,
+                "unit": "kg",
+                "system": "http://unitsofmeasure.org",
+                "code": "kg",
+            }
         elif r < mess.value_quantity:
-            body["valueQuantity"] = {"value": value, "unit": "{score}", "system": "http://unitsofmeasure.org",
-                                     "code": "{score}"}
+            body["valueQuantity"] = {
+                "value": value,
+                "unit": "{score}",
+                "system": "http://unitsofmeasure.org",
+                "code": "{score}",
+            }
         elif r < mess.value_quantity + mess.value_string:
             body["valueString"] = str(value)
         else:
@@ -298,17 +378,24 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
             add("Observation", body["id"], at, body)
         # Noise records that must not count: retracted, not-final, impossible or unreadable values.
         if mrng.random() < mess.entered_in_error:
-            bad = observation(inst, at + timedelta(minutes=5), rng.randint(0, inst.max_score),
-                              inst.rater == "self")
+            bad = observation(
+                inst, at + timedelta(minutes=5), rng.randint(0, inst.max_score), inst.rater == "self"
+            )
             retracted = dict(bad, status="entered-in-error")
             add("Observation", bad["id"], at, bad, (at + timedelta(hours=rng.randint(2, 72)), retracted))
         if mrng.random() < mess.preliminary:
-            prelim = observation(inst, at + timedelta(minutes=2), rng.randint(0, inst.max_score),
-                                 inst.rater == "self", status=rng.choice(("preliminary", "registered")))
+            prelim = observation(
+                inst,
+                at + timedelta(minutes=2),
+                rng.randint(0, inst.max_score),
+                inst.rater == "self",
+                status=rng.choice(("preliminary", "registered")),
+            )
             add("Observation", prelim["id"], at, prelim)
         if mrng.random() < mess.out_of_range:
-            oor = observation(inst, at + timedelta(minutes=3), inst.max_score + rng.randint(5, 60),
-                              inst.rater == "self")
+            oor = observation(
+                inst, at + timedelta(minutes=3), inst.max_score + rng.randint(5, 60), inst.rater == "self"
+            )
             add("Observation", oor["id"], at, oor)
         if mrng.random() < mess.unreadable_value:
             unr = observation(inst, at + timedelta(minutes=4), 0, inst.rater == "self")
@@ -319,9 +406,13 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
 
     def weight(at: datetime) -> None:
         body = observation(
-            Instrument("weight", "clinician", "http://loinc.org", "29463-7", "Body weight", 400, (0, 0),
-                       "none", 0),
-            at, round(weight_kg + rng.uniform(-1.5, 1.5), 1), False)
+            Instrument(
+                "weight", "clinician", "http://loinc.org", "29463-7", "Body weight", 400, (0, 0), "none", 0
+            ),
+            at,
+            round(weight_kg + rng.uniform(-1.5, 1.5), 1),
+            False,
+        )
         add("Observation", body["id"], at, body)
 
     # --- Courses -------------------------------------------------------------------------------
@@ -330,8 +421,23 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
     while course_no < 2:
         course_no += 1
         last_day = _simulate_course(
-            rng, mrng, cfg, clock, sim, add, ref, record_score, weight, practitioners, pid, course_no,
-            course_start, instruments, has_sud, weight_kg, conds,
+            rng,
+            mrng,
+            cfg,
+            clock,
+            sim,
+            add,
+            ref,
+            record_score,
+            weight,
+            practitioners,
+            pid,
+            course_no,
+            course_start,
+            instruments,
+            has_sud,
+            weight_kg,
+            conds,
         )
         if rng.random() >= prm.second_course:
             break
@@ -339,8 +445,25 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
     return sim
 
 
-def _simulate_course(rng, mrng, cfg, clock, sim, add, ref, record_score, weight, practitioners, pid, course_no,
-                     screening_day, instruments, has_sud, weight_kg, conds) -> date:
+def _simulate_course(
+    rng,
+    mrng,
+    cfg,
+    clock,
+    sim,
+    add,
+    ref,
+    record_score,
+    weight,
+    practitioners,
+    pid,
+    course_no,
+    screening_day,
+    instruments,
+    has_sud,
+    weight_kg,
+    conds,
+) -> date:
     prm, mess = cfg.params, cfg.mess
     protocol = _pick(rng, prm.protocol_mix)
     if has_sud and protocol == "ketamine_cbt" and rng.random() < 0.5:
@@ -368,16 +491,22 @@ def _simulate_course(rng, mrng, cfg, clock, sim, add, ref, record_score, weight,
 
     # Latent outcome (per rater), drawn for every course so the stream stays aligned.
     clin_resp = rng.random() < prm.clinician_response
-    self_resp = rng.random() < (prm.self_response_given_clinician_response if clin_resp
-                                else prm.self_response_given_clinician_nonresponse)
+    self_resp = rng.random() < (
+        prm.self_response_given_clinician_response
+        if clin_resp
+        else prm.self_response_given_clinician_nonresponse
+    )
     clin_remit = clin_resp and rng.random() < prm.clinician_remission_given_response
     self_remit = self_resp and rng.random() < prm.self_remission_given_response
     clin_worse = (not clin_resp) and rng.random() < prm.worse_at_endpoint
     self_worse = (not self_resp) and rng.random() < prm.worse_at_endpoint
     median = prm.relapse_median_days[protocol]
     t_clin = _lognormal_days(rng, median, prm.relapse_sigma)
-    t_self = max(1, round(t_clin * math.exp(rng.gauss(0, 0.3)))) if clin_resp else _lognormal_days(
-        rng, median, prm.relapse_sigma)
+    t_self = (
+        max(1, round(t_clin * math.exp(rng.gauss(0, 0.3))))
+        if clin_resp
+        else _lognormal_days(rng, median, prm.relapse_sigma)
+    )
     endpoint_offset = rng.randint(1, 5)
 
     # Follow-up schedule (days after the last induction infusion).
@@ -407,8 +536,13 @@ def _simulate_course(rng, mrng, cfg, clock, sim, add, ref, record_score, weight,
     booster_day = None
     if first_relapse is not None and rng.random() < prm.booster_on_relapse:
         booster_day = first_relapse
-    elif not dropout and not clin_resp and not self_resp and len(visits) > 2 and \
-            rng.random() < prm.booster_nonresponder:
+    elif (
+        not dropout
+        and not clin_resp
+        and not self_resp
+        and len(visits) > 2
+        and rng.random() < prm.booster_nonresponder
+    ):
         booster_day = visits[2] + 1
     extra = set()
     for name, t in relapse_day.items():
@@ -423,9 +557,14 @@ def _simulate_course(rng, mrng, cfg, clock, sim, add, ref, record_score, weight,
     for name in instruments:
         inst = INSTRUMENTS[name]
         is_clin = inst.rater == "clinician"
-        resp, remit, worse = (clin_resp, clin_remit, clin_worse) if is_clin else (self_resp, self_remit, self_worse)
-        states[name] = "remit" if remit and inst.remission_max is not None else (
-            "respond" if resp else ("worse" if worse else "fail"))
+        resp, remit, worse = (
+            (clin_resp, clin_remit, clin_worse) if is_clin else (self_resp, self_remit, self_worse)
+        )
+        states[name] = (
+            "remit"
+            if remit and inst.remission_max is not None
+            else ("respond" if resp else ("worse" if worse else "fail"))
+        )
 
     # --- CarePlan (v1 when the course is planned, v2 completed at the end of follow-up) ---------
     plan_id = new_id(rng)
@@ -441,8 +580,11 @@ def _simulate_course(rng, mrng, cfg, clock, sim, add, ref, record_score, weight,
         "subject": ref("Patient", pid),
         "period": {"start": clock.render(plan_start)},
     }
-    done = dict(careplan, status="completed", period={"start": careplan["period"]["start"],
-                                                      "end": end_day.isoformat()})
+    done = dict(
+        careplan,
+        status="completed",
+        period={"start": careplan["period"]["start"], "end": end_day.isoformat()},
+    )
     has_careplan = mrng.random() >= mess.missing_careplan
     if has_careplan:
         add("CarePlan", plan_id, plan_start, careplan, (clock.at(end_day, 18, 0), done))
@@ -451,14 +593,19 @@ def _simulate_course(rng, mrng, cfg, clock, sim, add, ref, record_score, weight,
     screen_at = clock.at(screening_day, rng.randint(9, 15), rng.choice((0, 20, 40)))
     weight(screen_at)
     for name in instruments:
-        record_score(INSTRUMENTS[name], screen_at,
-                     min(INSTRUMENTS[name].max_score, max(0, baselines[name] + rng.randint(-2, 2))),
-                     date_only_ok=True)
+        record_score(
+            INSTRUMENTS[name],
+            screen_at,
+            min(INSTRUMENTS[name].max_score, max(0, baselines[name] + rng.randint(-2, 2))),
+            date_only_ok=True,
+        )
     if has_sud:
         record_score(DAYS_ABSTINENT, screen_at, rng.randint(0, 15))
 
     # --- Infusions with pre-infusion scores and post-infusion CADSS -----------------------------
-    endpoint_scores = {name: _score(rng, INSTRUMENTS[name], baselines[name], states[name]) for name in instruments}
+    endpoint_scores = {
+        name: _score(rng, INSTRUMENTS[name], baselines[name], states[name]) for name in instruments
+    }
     n_inf = len(infusion_days)
     infusion_starts = []
     for k, day in enumerate(infusion_days):
@@ -496,28 +643,37 @@ def _simulate_course(rng, mrng, cfg, clock, sim, add, ref, record_score, weight,
                 v = _score(rng, inst, b, "relapse_single" if single else "fail_below")
             elif responder(inst):
                 # a single unconfirmed loss of response, kept below any single-visit relapse threshold
-                blip_fits = inst.single_visit_relapse is None or inst.responding_max(b) + 1 < inst.single_visit_relapse
+                blip_fits = (
+                    inst.single_visit_relapse is None
+                    or inst.responding_max(b) + 1 < inst.single_visit_relapse
+                )
                 if blip and blip_fits:
                     v = _score(rng, inst, b, "blip")
                 else:
-                    v = _score(rng, inst, b, "remit" if states[name] == "remit" and rng.random() < 0.7
-                               else "respond")
+                    v = _score(
+                        rng, inst, b, "remit" if states[name] == "remit" and rng.random() < 0.7 else "respond"
+                    )
             else:
                 v = _score(rng, inst, b, states[name] if states[name] == "worse" else "fail")
             record_score(inst, at, v, date_only_ok=not is_endpoint and day_off > 8)
         if has_sud:
-            record_score(DAYS_ABSTINENT, at, rng.randint(5, 30) if protocol == "ketamine_mbrp" else rng.randint(0, 25))
+            record_score(
+                DAYS_ABSTINENT, at, rng.randint(5, 30) if protocol == "ketamine_mbrp" else rng.randint(0, 25)
+            )
         if booster_day == day_off:
             start = at + timedelta(minutes=rng.randint(30, 90))
             _infusion(rng, mrng, mess, clock, add, ref, practitioners, pid, start, weight_kg, dose_per_kg)
 
     # --- Psychotherapy on days without an infusion ------------------------------------------------
     modality = PROTOCOL_MODALITY.get(protocol)
-    inf_set = set(infusion_days) | ({last_inf + timedelta(days=booster_day)} if booster_day is not None else set())
+    inf_set = set(infusion_days) | (
+        {last_inf + timedelta(days=booster_day)} if booster_day is not None else set()
+    )
     if modality:
         if modality == "kap":
             days = [d + timedelta(days=1) for d in infusion_days] + [
-                last_inf + timedelta(days=7 * k) for k in range(1, 5)]
+                last_inf + timedelta(days=7 * k) for k in range(1, 5)
+            ]
         elif modality == "cbt":
             days = [first_day + timedelta(days=2 + 7 * k) for k in range(12)]
         else:
@@ -552,42 +708,69 @@ def _simulate_course(rng, mrng, cfg, clock, sim, add, ref, record_score, weight,
             relapsed, days = True, rday
         else:
             relapsed, days = False, all_visits[-1]
-        sim.truth.append({
-            "patient_id": pid,
-            "course_no": course_no,
-            "protocol": protocol,
-            "has_careplan": has_careplan,
-            "first_infusion_day": first_day.isoformat(),
-            "last_induction_infusion_day": last_inf.isoformat(),
-            "induction_infusions": n_inf,
-            "instrument": name,
-            "rater": inst.rater,
-            "evaluable": not dropout,
-            "endpoint_day": (last_inf + timedelta(days=endpoint_offset)).isoformat() if not dropout else None,
-            "baseline_score": baselines[name],
-            "endpoint_score": endpoint_scores[name] if not dropout else None,
-            "latent_responder": resp,
-            "latent_remitter": states[name] == "remit",
-            "latent_relapse_days": t_clin if inst.rater == "clinician" else t_self,
-            "relapsed": relapsed,
-            "days_to_relapse_or_censor": days,
-            "booster_day": booster_day,
-        })
+        sim.truth.append(
+            {
+                "patient_id": pid,
+                "course_no": course_no,
+                "protocol": protocol,
+                "has_careplan": has_careplan,
+                "first_infusion_day": first_day.isoformat(),
+                "last_induction_infusion_day": last_inf.isoformat(),
+                "induction_infusions": n_inf,
+                "instrument": name,
+                "rater": inst.rater,
+                "evaluable": not dropout,
+                "endpoint_day": (last_inf + timedelta(days=endpoint_offset)).isoformat()
+                if not dropout
+                else None,
+                "baseline_score": baselines[name],
+                "endpoint_score": endpoint_scores[name] if not dropout else None,
+                "latent_responder": resp,
+                "latent_remitter": states[name] == "remit",
+                "latent_relapse_days": t_clin if inst.rater == "clinician" else t_self,
+                "relapsed": relapsed,
+                "days_to_relapse_or_censor": days,
+                "booster_day": booster_day,
+            }
+        )
     return last_inf + timedelta(days=all_visits[-1] if all_visits else 0)
 
 
-def _infusion(rng, mrng, mess, clock, add, ref, practitioners, pid, start: datetime, weight_kg: float,
-              dose_per_kg: float) -> None:
+def _infusion(
+    rng,
+    mrng,
+    mess,
+    clock,
+    add,
+    ref,
+    practitioners,
+    pid,
+    start: datetime,
+    weight_kg: float,
+    dose_per_kg: float,
+) -> None:
     mid = new_id(rng)
     end = start + timedelta(minutes=rng.randint(38, 44))
     if mrng.random() < mess.text_only_medication:
-        med = {"coding": [{"system": "https://ehr.ketamine-clinic.example/medication", "code": "KET-IV-50",
-                           "display": "KETAMINE HCL 50 MG/ML IJ SOLN"}],
-               "text": "Ketamine HCl 50 mg/mL injection"}
+        med = {
+            "coding": [
+                {
+                    "system": "https://ehr.ketamine-clinic.example/medication",
+                    "code": "KET-IV-50",
+                    "display": "KETAMINE HCL 50 MG/ML IJ SOLN",
+                }
+            ],
+            "text": "Ketamine HCl 50 mg/mL injection",
+        }
     else:
-        code, display = rng.choice((("6130", "ketamine"), ("6130", "ketamine"),
-                                    ("238082", "ketamine 10 MG/ML Injectable Solution"),
-                                    ("238083", "ketamine 50 MG/ML Injectable Solution")))
+        code, display = rng.choice(
+            (
+                ("6130", "ketamine"),
+                ("6130", "ketamine"),
+                ("238082", "ketamine 10 MG/ML Injectable Solution"),
+                ("238083", "ketamine 50 MG/ML Injectable Solution"),
+            )
+        )
         med = {"coding": [{"system": RXNORM, "code": code, "display": display}], "text": display}
     body = {
         "resourceType": "MedicationAdministration",
@@ -599,10 +782,17 @@ def _infusion(rng, mrng, mess, clock, add, ref, practitioners, pid, start: datet
         "performer": [{"actor": ref("Practitioner", rng.choice(practitioners))}],
         "dosage": {
             "text": f"{dose_per_kg} mg/kg IV over 40 minutes",
-            "route": {"coding": [{"system": "http://snomed.info/sct", "code": "47625008",
-                                  "display": "Intravenous route"}]},
-            "dose": {"value": round(dose_per_kg * weight_kg, 1), "unit": "mg", "system": "http://unitsofmeasure.org",
-                     "code": "mg"},
+            "route": {
+                "coding": [
+                    {"system": "http://snomed.info/sct", "code": "47625008", "display": "Intravenous route"}
+                ]
+            },
+            "dose": {
+                "value": round(dose_per_kg * weight_kg, 1),
+                "unit": "mg",
+                "system": "http://unitsofmeasure.org",
+                "code": "mg",
+            },
         },
     }
     add("MedicationAdministration", mid, end, body)
@@ -617,9 +807,15 @@ def _therapy(rng, clock, add, ref, practitioners, pid, day: date, modality: str)
         "id": sid,
         "status": "completed",
         "category": {"coding": [{"system": MODALITY_SYSTEM, "code": modality}], "text": modality.upper()},
-        "code": {"coding": [{"system": CPT, "code": cpt, "display": "Psychotherapy"}], "text": "Psychotherapy"},
+        "code": {
+            "coding": [{"system": CPT, "code": cpt, "display": "Psychotherapy"}],
+            "text": "Psychotherapy",
+        },
         "subject": ref("Patient", pid),
-        "performedPeriod": {"start": clock.render(start), "end": clock.render(start + timedelta(minutes=minutes))},
+        "performedPeriod": {
+            "start": clock.render(start),
+            "end": clock.render(start + timedelta(minutes=minutes)),
+        },
         "performer": [{"actor": ref("Practitioner", rng.choice(practitioners))}],
     }
     return add("Procedure", sid, start + timedelta(minutes=minutes), body)
@@ -629,9 +825,18 @@ def practitioner_records() -> list[Record]:
     out = []
     for k in range(1, 7):
         pid = f"prac-{k}"
-        body = {"resourceType": "Practitioner", "id": pid, "active": True,
-                "name": [{"family": names.FAMILY[k * 7 % len(names.FAMILY)], "given": [names.FEMALE[k]],
-                          "prefix": ["Dr."]}]}
+        body = {
+            "resourceType": "Practitioner",
+            "id": pid,
+            "active": True,
+            "name": [
+                {
+                    "family": names.FAMILY[k * 7 % len(names.FAMILY)],
+                    "given": [names.FEMALE[k]],
+                    "prefix": ["Dr."],
+                }
+            ],
+        }
         out.append(Record("Practitioner", pid, [(datetime(2025, 1, 1, tzinfo=UTC), body)]))
     return out
 

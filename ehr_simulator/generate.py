@@ -20,8 +20,15 @@ import orjson
 from ehr_simulator.clinic import Record, enrollment_day, practitioner_records, simulate_patient
 from ehr_simulator.params import GeneratorConfig
 
-RESOURCE_TYPES = ("Patient", "Practitioner", "Condition", "CarePlan", "MedicationAdministration", "Observation",
-                  "Procedure")
+RESOURCE_TYPES = (
+    "Patient",
+    "Practitioner",
+    "Condition",
+    "CarePlan",
+    "MedicationAdministration",
+    "Observation",
+    "Procedure",
+)
 CONFIG_FILE = "clinic.json"
 DELETED_FILE = "_ehr/deleted.ndjson"
 
@@ -42,8 +49,11 @@ def _render_instant(rec_id: str, dt: datetime, tz: ZoneInfo) -> str:
 
 def _line(rec: Record, k: int, tz: ZoneInfo) -> bytes:
     lu, body = rec.versions[k]
-    out = {"resourceType": body["resourceType"], "id": body["id"],
-           "meta": {"versionId": str(k + 1), "lastUpdated": _render_instant(rec.id, lu, tz)}}
+    out = {
+        "resourceType": body["resourceType"],
+        "id": body["id"],
+        "meta": {"versionId": str(k + 1), "lastUpdated": _render_instant(rec.id, lu, tz)},
+    }
     out.update((key, v) for key, v in body.items() if key not in ("resourceType", "id"))
     return orjson.dumps(out) + b"\n"
 
@@ -54,8 +64,16 @@ def emit(rec: Record, as_of: datetime, tz: ZoneInfo, files: dict, deleted, count
     if not visible:
         return
     if rec.deleted_at is not None and rec.deleted_at <= as_of:
-        deleted.write(orjson.dumps({"resourceType": rec.rtype, "id": rec.id,
-                                    "deletedAt": rec.deleted_at.astimezone(timezone.utc).isoformat()}) + b"\n")
+        deleted.write(
+            orjson.dumps(
+                {
+                    "resourceType": rec.rtype,
+                    "id": rec.id,
+                    "deletedAt": rec.deleted_at.astimezone(timezone.utc).isoformat(),
+                }
+            )
+            + b"\n"
+        )
         return
     f = files[rec.rtype]
     latest = visible[-1]
@@ -118,9 +136,14 @@ def generate(cfg: GeneratorConfig, out: Path, progress: Callable[[int, int], Non
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_json(), indent=2, sort_keys=True) + "\n")
-    (tmp / "truth" / "parameters.json").write_text(json.dumps(
-        {"as_of": manifest["transactionTime"], "patients_enrolled": n_patients, **cfg.to_json()},
-        indent=2, sort_keys=True) + "\n")
+    (tmp / "truth" / "parameters.json").write_text(
+        json.dumps(
+            {"as_of": manifest["transactionTime"], "patients_enrolled": n_patients, **cfg.to_json()},
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
     # Swap the new files in; keys and other files the user put in `out` stay.
     for p in sorted(tmp.rglob("*")):
         if p.is_file():
@@ -134,7 +157,9 @@ def generate(cfg: GeneratorConfig, out: Path, progress: Callable[[int, int], Non
 def load_config(out: Path) -> GeneratorConfig:
     path = out / CONFIG_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{out} holds no generated clinic ({CONFIG_FILE} missing): run `outcomes ehr generate` first")
+        raise FileNotFoundError(
+            f"{out} holds no generated clinic ({CONFIG_FILE} missing): run `outcomes ehr generate` first"
+        )
     return GeneratorConfig.from_json(json.loads(path.read_text()))
 
 
@@ -144,5 +169,3 @@ def continue_clinic(out: Path, days: int, progress=None) -> dict:
 
     cfg = load_config(out)
     return generate(dataclasses.replace(cfg, continue_days=cfg.continue_days + days), out, progress)
-
-

@@ -41,22 +41,64 @@ class Instrument:
 INSTRUMENTS: dict[str, Instrument] = {
     i.name: i
     for i in (
-        Instrument("madrs", "clinician", INSTRUMENT_SYSTEM, "madrs-total", "MADRS total score", 60,
-                   (24, 43), "pct", 0.5, 10, False, 22),
+        Instrument(
+            "madrs",
+            "clinician",
+            INSTRUMENT_SYSTEM,
+            "madrs-total",
+            "MADRS total score",
+            60,
+            (24, 43),
+            "pct",
+            0.5,
+            10,
+            False,
+            22,
+        ),
         Instrument("phq9", "self", LOINC, "44261-6", "PHQ-9 total score", 27, (14, 26), "pct", 0.5, 4),
-        Instrument("qids_sr16", "self", INSTRUMENT_SYSTEM, "qids-sr16-total", "QIDS-SR16 total score", 27,
-                   (13, 24), "pct", 0.5, 5),
+        Instrument(
+            "qids_sr16",
+            "self",
+            INSTRUMENT_SYSTEM,
+            "qids-sr16-total",
+            "QIDS-SR16 total score",
+            27,
+            (13, 24),
+            "pct",
+            0.5,
+            5,
+        ),
         Instrument("gad7", "self", LOINC, "70274-6", "GAD-7 total score", 21, (11, 20), "pct", 0.5, 4),
-        Instrument("pcl5", "self", LOINC, "101698-9", "PCL-5 total score", 80, (45, 72), "points", 10, 32,
-                   True),
-        Instrument("caps5", "clinician", INSTRUMENT_SYSTEM, "caps5-total", "CAPS-5 total severity", 80,
-                   (30, 60), "pct", 0.3),
+        Instrument(
+            "pcl5", "self", LOINC, "101698-9", "PCL-5 total score", 80, (45, 72), "points", 10, 32, True
+        ),
+        Instrument(
+            "caps5",
+            "clinician",
+            INSTRUMENT_SYSTEM,
+            "caps5-total",
+            "CAPS-5 total severity",
+            80,
+            (30, 60),
+            "pct",
+            0.3,
+        ),
     )
 }
-CADSS = Instrument("cadss", "clinician", INSTRUMENT_SYSTEM, "cadss-total", "CADSS total score", 92, (0, 0),
-                   "none", 0)
-DAYS_ABSTINENT = Instrument("days_abstinent", "self", INSTRUMENT_SYSTEM, "days-abstinent-30",
-                            "Days abstinent in the last 30 days", 30, (0, 15), "none", 0)
+CADSS = Instrument(
+    "cadss", "clinician", INSTRUMENT_SYSTEM, "cadss-total", "CADSS total score", 92, (0, 0), "none", 0
+)
+DAYS_ABSTINENT = Instrument(
+    "days_abstinent",
+    "self",
+    INSTRUMENT_SYSTEM,
+    "days-abstinent-30",
+    "Days abstinent in the last 30 days",
+    30,
+    (0, 15),
+    "none",
+    0,
+)
 
 
 @dataclass(frozen=True)
@@ -98,13 +140,21 @@ class ClinicParams:
     worse_at_endpoint: float = 0.08
     # median days from the last induction infusion to relapse, among responders (log-normal spread)
     relapse_median_days: dict[str, float] = field(
-        default_factory=lambda: {"ketamine_only": 19.0, "ketamine_cbt": 45.0, "ketamine_mbrp": 50.0,
-                                 "ketamine_kap": 55.0}
+        default_factory=lambda: {
+            "ketamine_only": 19.0,
+            "ketamine_cbt": 45.0,
+            "ketamine_mbrp": 50.0,
+            "ketamine_kap": 55.0,
+        }
     )
     relapse_sigma: float = 0.6
     protocol_mix: dict[str, float] = field(
-        default_factory=lambda: {"ketamine_only": 0.30, "ketamine_cbt": 0.25, "ketamine_mbrp": 0.20,
-                                 "ketamine_kap": 0.25}
+        default_factory=lambda: {
+            "ketamine_only": 0.30,
+            "ketamine_cbt": 0.25,
+            "ketamine_mbrp": 0.20,
+            "ketamine_kap": 0.25,
+        }
     )
     dropout_after_first: float = 0.20
     miss_some_infusions: float = 0.35  # among those who do not drop out

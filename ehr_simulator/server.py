@@ -1,0 +1,585 @@
+"""The stand-in EHR: SMART Backend Services, Bulk Data v2 export and patient-scoped search (Starlette).
+
+It serves a generated clinic folder. Its clock is the clinic's: an export's transactionTime is the
+clinic's as-of instant, so `_since` from one export picks up exactly what `ehr generate --continue-days`
+added afterwards. Faults can be switched per run (CLI flags) or at run time (POST /_admin/faults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from pathlib import Path
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ehr_simulator.auth import AuthError, TokenIssuer
+
+GROUP_ID = "ketamine-clinic"
+PATIENT_REF = re.compile(rb'"(?:subject|patient)":\{"reference":"(?:[^"]*/)?Patient/([^"]+)"')
+LAST_UPDATED = re.compile(rb'"lastUpdated":"([^"]+)"')
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass
+class Faults:
+    rate_limit: bool = False  # 429 + Retry-After (seconds, then HTTP-date) on the first polls / pages
+    unavailable: bool = False  # 503 transient OperationOutcome on the first kick-off and first poll
+    expire_tokens: bool = False  # tokens stop working after a few requests (mid-export)
+    slow: bool = False  # jobs take seconds, with X-Progress
+    truncate: bool = False  # the first download of each file is cut short
+
+    @classmethod
+    def parse(cls, spec: str | None) -> Faults:
+        f = cls()
+        for name in filter(None, (spec or "").replace(" ", "").split(",")):
+            key = name.replace("-", "_")
+            if key not in asdict(f):
+                raise ValueError(f"unknown fault {name!r}; choose from {', '.join(asdict(f))}")
+            setattr(f, key, True)
+        return f
+
+
+def outcome(
+    status: int, code: str, text: str, severity: str = "error", headers: dict | None = None
+) -> Response:
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": code, "diagnostics": text}],
+    }
+    return Response(orjson.dumps(body), status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def parse_instant(text: str) -> datetime:
+    """A FHIR instant (offset required); raises ValueError otherwise."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        raise ValueError(f"instant {text!r} has no timezone offset")
+    return dt
+
+
+@dataclass
+class Entry:
+    offset: int
+    length: int
+    last_updated: datetime | None
+    patient: str | None
+    code: str | None  # "system|code" for Observations
+
+
+@dataclass
+class Index:
+    data_dir: Path
+    transaction_time: str
+    entries: dict[str, list[Entry]]
+    by_patient: dict[str, dict[str, list[int]]]
+    patients: list[str]
+    deleted: list[dict]
+    mtime: float
+
+    @classmethod
+    def build(cls, data_dir: Path) -> Index:
+        manifest = orjson.loads((data_dir / "manifest.json").read_bytes())
+        entries: dict[str, list[Entry]] = {}
+        by_patient: dict[str, dict[str, list[int]]] = {}
+        patients: list[str] = []
+        for out in manifest["output"]:
+            rtype = out["type"]
+            lst: list[Entry] = []
+            offset = 0
+            with open(data_dir / out["url"], "rb") as f:
+                for line in f:
+                    lu = pat = code = None
+                    try:
+                        res = orjson.loads(line)
+                        lu = parse_instant(res["meta"]["lastUpdated"])
+                        if rtype == "Patient":
+                            pat = res["id"]
+                            patients.append(pat)
+                        else:
+                            m = PATIENT_REF.search(line)
+                            pat = m.group(1).decode() if m else None
+                        if rtype == "Observation":
+                            c = res["code"]["coding"][0]
+                            code = f"{c.get('system', '')}|{c.get('code', '')}"
+                    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError):
+                        m = LAST_UPDATED.search(line)
+                        if m:
+                            try:
+                                lu = parse_instant(m.group(1).decode())
+                            except ValueError:
+                                lu = None
+                    if pat is not None:
+                        by_patient.setdefault(pat, {}).setdefault(rtype, []).append(len(lst))
+                    lst.append(Entry(offset, len(line), lu, pat, code))
+                    offset += len(line)
+            entries[rtype] = lst
+        deleted_path = data_dir / "_ehr" / "deleted.ndjson"
+        deleted = (
+            [orjson.loads(x) for x in deleted_path.read_bytes().splitlines()] if deleted_path.exists() else []
+        )
+        return cls(
+            data_dir,
+            manifest["transactionTime"],
+            entries,
+            by_patient,
+            list(dict.fromkeys(patients)),
+            deleted,
+            (data_dir / "manifest.json").stat().st_mtime,
+        )
+
+    def file(self, rtype: str) -> Path:
+        return self.data_dir / f"{rtype}.ndjson"
+
+
+@dataclass
+class Job:
+    id: str
+    request: str
+    transaction_time: str
+    ready_at: float
+    outputs: list[dict]  # {type, name, entries: list[Entry]}
+    deleted: list[dict]
+    polls: int = 0
+    downloads: dict[str, int] = field(default_factory=dict)
+
+
+class EHR:
+    def __init__(
+        self, data_dir: Path, faults: Faults | None = None, max_lines_per_file: int = 100_000
+    ) -> None:
+        self.data_dir = data_dir
+        self.faults = faults or Faults()
+        self.max_lines_per_file = max_lines_per_file
+        self.index = Index.build(data_dir)
+        self.issuer = TokenIssuer(data_dir)
+        self.jobs: dict[str, Job] = {}
+        self.pages: dict[str, tuple[str, list[int], int]] = {}
+        self.kickoffs = 0
+        self.search_calls = 0
+        self.deleted_jobs: set[str] = set()
+        self._apply_faults()
+
+    def _apply_faults(self) -> None:
+        self.issuer.max_uses = 3 if self.faults.expire_tokens else None
+
+    def maybe_reload(self) -> None:
+        if (self.data_dir / "manifest.json").stat().st_mtime != self.index.mtime:
+            self.index = Index.build(self.data_dir)
+
+    # --- helpers --------------------------------------------------------------------------------
+    def authorized(self, request: Request) -> Response | None:
+        if self.issuer.check(request.headers.get("authorization")) is None:
+            return outcome(
+                401,
+                "login",
+                "missing, invalid or expired bearer token: re-authenticate",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return None
+
+    # --- SMART ----------------------------------------------------------------------------------
+    async def smart_configuration(self, request: Request) -> Response:
+        base = str(request.base_url).rstrip("/")
+        return JSONResponse(
+            {
+                "token_endpoint": f"{base}/auth/token",
+                "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+                "grant_types_supported": ["client_credentials"],
+                "scopes_supported": ["system/*.read", "system/*.rs"],
+                "capabilities": ["client-confidential-asymmetric"],
+            }
+        )
+
+    async def token(self, request: Request) -> Response:
+        try:
+            form = dict(await request.form())
+        except Exception:  # noqa: BLE001 - any unparseable body is a bad request
+            form = {}
+        token_url = str(request.url).split("?")[0]
+        try:
+            return JSONResponse(self.issuer.exchange(form, token_url))
+        except AuthError as e:
+            status = 400 if e.error in ("invalid_request", "unsupported_grant_type") else 401
+            return JSONResponse({"error": e.error, "error_description": e.description}, status_code=status)
+
+    async def metadata(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "resourceType": "CapabilityStatement",
+                "status": "active",
+                "kind": "instance",
+                "fhirVersion": "4.0.1",
+                "format": ["json"],
+                "date": self.index.transaction_time,
+                "rest": [
+                    {
+                        "mode": "server",
+                        "resource": [
+                            {"type": t, "interaction": [{"code": "search-type"}]} for t in self.index.entries
+                        ],
+                    }
+                ],
+            },
+            media_type=FHIR_JSON,
+        )
+
+    # --- Bulk Data ------------------------------------------------------------------------------
+    async def export(self, request: Request) -> Response:
+        if (resp := self.authorized(request)) is not None:
+            return resp
+        self.kickoffs += 1
+        if self.faults.unavailable and self.kickoffs % 2 == 1:
+            return outcome(503, "transient", "export service busy; retry", headers={"Retry-After": "1"})
+        if "respond-async" not in request.headers.get("prefer", ""):
+            return outcome(400, "invalid", "Prefer: respond-async is required")
+        params = dict(request.query_params)
+        if request.method == "POST":
+            try:
+                body = orjson.loads(await request.body() or b"{}")
+                for p in body.get("parameter", []):
+                    params[p["name"]] = next(v for k, v in p.items() if k.startswith("value"))
+            except (orjson.JSONDecodeError, StopIteration, KeyError, AttributeError, TypeError):
+                return outcome(400, "invalid", "POST body must be a Parameters resource")
+        group = request.path_params.get("group")
+        if group is not None and group != GROUP_ID:
+            return outcome(404, "not-found", f"Group/{group} not found")
+        fmt = params.get("_outputFormat", "application/fhir+ndjson")
+        if fmt not in ("application/fhir+ndjson", "application/ndjson", "ndjson"):
+            return outcome(400, "not-supported", f"_outputFormat {fmt} not supported")
+        self.maybe_reload()
+        index = self.index
+        types = [t for t in params.get("_type", "").split(",") if t] or list(index.entries)
+        unknown = [t for t in types if t not in index.entries]
+        if unknown:
+            return outcome(400, "not-supported", f"_type not available: {', '.join(unknown)}")
+        since = None
+        if params.get("_since"):
+            try:
+                since = parse_instant(params["_since"])
+            except ValueError as e:
+                return outcome(400, "invalid", f"_since must be a FHIR instant with offset: {e}")
+        outputs = []
+        for t in types:
+            chosen = [
+                e
+                for e in index.entries[t]
+                if since is None or (e.last_updated is not None and e.last_updated > since)
+            ]
+            for k in range(0, len(chosen), self.max_lines_per_file):
+                part = chosen[k : k + self.max_lines_per_file]
+                outputs.append(
+                    {"type": t, "name": f"{t}-{k // self.max_lines_per_file + 1}.ndjson", "entries": part}
+                )
+        deleted = [
+            d
+            for d in index.deleted
+            if since is not None and d["resourceType"] in types and parse_instant(d["deletedAt"]) > since
+        ]
+        job = Job(
+            secrets.token_hex(12),
+            str(request.url),
+            index.transaction_time,
+            time.time() + (3.0 if self.faults.slow else 0.3),
+            outputs,
+            deleted,
+        )
+        self.jobs[job.id] = job
+        base = str(request.base_url).rstrip("/")
+        return Response(status_code=202, headers={"Content-Location": f"{base}/_jobs/{job.id}"})
+
+    async def job_status(self, request: Request) -> Response:
+        job = self.jobs.get(request.path_params["job"])
+        if job is None:
+            gone = request.path_params["job"] in self.deleted_jobs
+            return outcome(404, "not-found", "export job was deleted" if gone else "no such export job")
+        if request.method == "DELETE":
+            del self.jobs[job.id]
+            self.deleted_jobs.add(job.id)
+            return Response(status_code=202)
+        if (resp := self.authorized(request)) is not None:
+            return resp
+        job.polls += 1
+        if self.faults.unavailable and job.polls == 1:
+            return outcome(
+                503, "transient", "status temporarily unavailable; retry", headers={"Retry-After": "1"}
+            )
+        if self.faults.rate_limit and job.polls <= 3:
+            retry = (
+                "1"
+                if job.polls % 2 == 1
+                else format_datetime(datetime.now(timezone.utc) + timedelta(seconds=1), usegmt=True)
+            )
+            return outcome(429, "throttled", "polling too fast", headers={"Retry-After": retry})
+        remaining = job.ready_at - time.time()
+        if remaining > 0:
+            pct = int(100 * (1 - remaining / (3.0 if self.faults.slow else 0.3)))
+            return Response(
+                status_code=202, headers={"X-Progress": f"{max(0, pct)}% complete", "Retry-After": "1"}
+            )
+        base = str(request.base_url).rstrip("/")
+        manifest = {
+            "transactionTime": job.transaction_time,
+            "request": job.request,
+            "requiresAccessToken": True,
+            "output": [
+                {"type": o["type"], "url": f"{base}/_files/{job.id}/{o['name']}", "count": len(o["entries"])}
+                for o in job.outputs
+            ],
+            "error": [],
+        }
+        if job.deleted:
+            manifest["deleted"] = [
+                {"type": "Bundle", "url": f"{base}/_files/{job.id}/deleted.ndjson", "count": len(job.deleted)}
+            ]
+        return JSONResponse(manifest)
+
+    async def download(self, request: Request) -> Response:
+        if (resp := self.authorized(request)) is not None:
+            return resp
+        job = self.jobs.get(request.path_params["job"])
+        name = request.path_params["name"]
+        if job is None:
+            return outcome(404, "not-found", "no such export job")
+        if name == "deleted.ndjson":
+            lines = b"".join(
+                orjson.dumps(
+                    {
+                        "resourceType": "Bundle",
+                        "type": "transaction",
+                        "entry": [{"request": {"method": "DELETE", "url": f"{d['resourceType']}/{d['id']}"}}],
+                    }
+                )
+                + b"\n"
+                for d in job.deleted
+            )
+            return Response(lines, media_type="application/fhir+ndjson")
+        out = next((o for o in job.outputs if o["name"] == name), None)
+        if out is None:
+            return outcome(404, "not-found", f"no file {name} in this export")
+        job.downloads[name] = job.downloads.get(name, 0) + 1
+        total = sum(e.length for e in out["entries"])
+        limit = total // 2 if self.faults.truncate and job.downloads[name] == 1 else total
+        path = self.index.file(out["type"])
+        entries = out["entries"]
+
+        async def body():
+            sent = 0
+            with open(path, "rb") as f:
+                for start, length in _runs(entries):
+                    f.seek(start)
+                    while length > 0:
+                        chunk = f.read(min(length, 1 << 20))
+                        if not chunk:
+                            return
+                        if sent + len(chunk) > limit:
+                            yield chunk[: limit - sent]
+                            return  # connection ends short of Content-Length: a truncated download
+                        sent += len(chunk)
+                        length -= len(chunk)
+                        yield chunk
+                        await asyncio.sleep(0)
+
+        return StreamingResponse(
+            body(), media_type="application/fhir+ndjson", headers={"Content-Length": str(total)}
+        )
+
+    # --- search ---------------------------------------------------------------------------------
+    async def group(self, request: Request) -> Response:
+        if (resp := self.authorized(request)) is not None:
+            return resp
+        if request.path_params["group"] != GROUP_ID:
+            return outcome(404, "not-found", f"Group/{request.path_params['group']} not found")
+        self.maybe_reload()
+        return JSONResponse(
+            {
+                "resourceType": "Group",
+                "id": GROUP_ID,
+                "type": "person",
+                "actual": True,
+                "name": "Ketamine clinic patients",
+                "quantity": len(self.index.patients),
+                "member": [{"entity": {"reference": f"Patient/{p}"}} for p in self.index.patients],
+            },
+            media_type=FHIR_JSON,
+        )
+
+    async def search(self, request: Request) -> Response:
+        if (resp := self.authorized(request)) is not None:
+            return resp
+        rtype = request.path_params["rtype"]
+        q = request.query_params
+        self.search_calls += 1
+        if self.faults.rate_limit and self.search_calls % 5 == 1:
+            return outcome(429, "throttled", "too many requests", headers={"Retry-After": "1"})
+        if self.faults.unavailable and self.search_calls % 7 == 3:
+            return outcome(503, "transient", "search temporarily unavailable")
+        try:
+            count = min(1000, max(1, int(q.get("_count", "50"))))
+        except ValueError:
+            return outcome(400, "invalid", "_count must be an integer")
+        if "_getpages" in q:
+            page = self.pages.get(q["_getpages"])
+            if page is None or page[0] != rtype:
+                return outcome(410, "expired", "paging token unknown or expired; restart the search")
+            _, ids, _ = page
+            try:
+                start = int(q.get("_getpagesoffset", "0"))
+            except ValueError:
+                return outcome(400, "invalid", "_getpagesoffset must be an integer")
+            token = q["_getpages"]
+        else:
+            self.maybe_reload()
+            if rtype not in self.index.entries:
+                return outcome(404, "not-supported", f"resource type {rtype} not available")
+            allowed = {"patient", "subject", "code", "_lastUpdated", "_count"}
+            bad = [k for k in q if k not in allowed]
+            if bad:
+                return outcome(400, "not-supported", f"search parameter(s) not supported: {', '.join(bad)}")
+            pat = q.get("patient") or q.get("subject")
+            if not pat:
+                return outcome(400, "invalid", "patient-scoped search: the patient parameter is required")
+            pat = pat.split("/")[-1]
+            entries = self.index.entries[rtype]
+            idx = self.index.by_patient.get(pat, {}).get(rtype, [])
+            filters = []
+            for spec in q.getlist("_lastUpdated"):
+                m = re.fullmatch(r"(gt|ge|lt|le|eq)?(.+)", spec)
+                try:
+                    filters.append((m.group(1) or "eq", parse_instant(m.group(2))))
+                except ValueError as e:
+                    return outcome(400, "invalid", f"_lastUpdated: {e}")
+            codes = set(q.get("code", "").split(",")) - {""}
+
+            def keep(e: Entry) -> bool:
+                if e.last_updated is None:
+                    return False  # unparseable lines cannot be put in a Bundle
+                for op, v in filters:
+                    lu = e.last_updated
+                    if not {"gt": lu > v, "ge": lu >= v, "lt": lu < v, "le": lu <= v, "eq": lu == v}[op]:
+                        return False
+                return not codes or (
+                    e.code is not None and (e.code in codes or e.code.split("|")[1] in codes)
+                )
+
+            ids = sorted((i for i in idx if keep(entries[i])), key=lambda i: (entries[i].last_updated, i))
+            token = secrets.token_urlsafe(12)
+            self.pages[token] = (rtype, ids, 0)
+            start = 0
+        entries = self.index.entries[rtype]
+        chunk = ids[start : start + count]
+        resources = []
+        with open(self.index.file(rtype), "rb") as f:
+            for i in chunk:
+                f.seek(entries[i].offset)
+                resources.append(orjson.loads(f.read(entries[i].length)))
+        base = str(request.base_url).rstrip("/")
+        links = [{"relation": "self", "url": str(request.url)}]
+        if start + count < len(ids):
+            links.append(
+                {
+                    "relation": "next",
+                    "url": f"{base}/{rtype}?_getpages={token}&_getpagesoffset={start + count}&_count={count}",
+                }
+            )
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(ids),
+            "link": links,
+            "entry": [
+                {"fullUrl": f"{base}/{rtype}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                for r in resources
+            ],
+        }
+        return Response(orjson.dumps(bundle), media_type=FHIR_JSON)
+
+    # --- admin ----------------------------------------------------------------------------------
+    async def admin_faults(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                body = orjson.loads(await request.body() or b"{}")
+                self.faults = Faults(**{k: bool(v) for k, v in body.items()})
+            except (orjson.JSONDecodeError, TypeError) as e:
+                return outcome(400, "invalid", f"faults must be a JSON object of booleans: {e}")
+            self._apply_faults()
+        return JSONResponse(asdict(self.faults))
+
+
+def _runs(entries: list[Entry]):
+    """Coalesce entries into contiguous (offset, length) byte ranges."""
+    start = length = None
+    for e in entries:
+        if start is not None and start + length == e.offset:
+            length += e.length
+            continue
+        if start is not None:
+            yield start, length
+        start, length = e.offset, e.length
+    if start is not None:
+        yield start, length
+
+
+def create_app(data_dir: Path, faults: Faults | None = None, max_lines_per_file: int = 100_000) -> Starlette:
+    ehr = EHR(data_dir, faults, max_lines_per_file)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return outcome(404, "not-found", f"no route for {request.method} {request.url.path}")
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return outcome(500, "exception", f"internal error: {type(exc).__name__}")
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return outcome(405, "not-supported", f"{request.method} not allowed on {request.url.path}")
+
+    routes = [
+        Route("/.well-known/smart-configuration", ehr.smart_configuration),
+        Route("/auth/token", ehr.token, methods=["POST"]),
+        Route("/metadata", ehr.metadata),
+        Route("/$export", ehr.export, methods=["GET", "POST"]),
+        Route("/Group/{group}/$export", ehr.export, methods=["GET", "POST"]),
+        Route("/Group/{group}", ehr.group),
+        Route("/_jobs/{job}", ehr.job_status, methods=["GET", "DELETE"]),
+        Route("/_files/{job}/{name}", ehr.download),
+        Route("/_admin/faults", ehr.admin_faults, methods=["GET", "POST"]),
+        Route("/{rtype}", ehr.search),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            404: not_found,
+            405: method_not_allowed,
+            500: server_error,
+            Exception: server_error,
+        },
+    )
+    app.state.ehr = ehr
+    return app
+
+
+def serve(
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    faults: Faults | None = None,
+    max_lines_per_file: int = 100_000,
+) -> None:
+    import uvicorn
+
+    app = create_app(data_dir, faults, max_lines_per_file)
+    print(
+        f"EHR serving {data_dir} at http://{host}:{port} (faults: "
+        f"{', '.join(k for k, v in asdict(app.state.ehr.faults).items() if v) or 'none'})",
+        flush=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

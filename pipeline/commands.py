@@ -1,0 +1,2 @@
+def register(sub) -> None:
+    """Pipeline subcommands (extract, load, ...) are added here."""

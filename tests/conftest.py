@@ -1,0 +1,125 @@
+"""Shared fixtures: generated clinics and a real `outcomes ehr serve` process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def outcomes(
+    *args: str, check: bool = True, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run the real `outcomes` console script."""
+    proc = subprocess.run(
+        [str(BIN / "outcomes"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"outcomes {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EHRProcess:
+    def __init__(self, data: Path, faults: str = "", max_lines_per_file: int = 100_000) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "outcomes"),
+                "ehr",
+                "serve",
+                "--data",
+                str(data),
+                "--port",
+                str(self.port),
+                "--fault",
+                faults,
+                "--max-lines-per-file",
+                str(max_lines_per_file),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.base}/.well-known/smart-configuration", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"EHR server exited: {self.proc.stdout.read()}")
+        raise RuntimeError("EHR server did not start within 60 s")
+
+    def set_faults(self, **faults: bool) -> None:
+        httpx.post(f"{self.base}/_admin/faults", json=faults).raise_for_status()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def small_clinic(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("clinic") / "ehr"
+    outcomes("ehr", "generate", "--patients", "60", "--seed", "7", "--out", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def client_keys(small_clinic, tmp_path_factory) -> dict:
+    keys = tmp_path_factory.mktemp("keys")
+    out = {}
+    for alg in ("RS384", "ES384"):
+        path = keys / f"{alg}.pem"
+        outcomes(
+            "ehr",
+            "register-client",
+            "--data",
+            str(small_clinic),
+            "--key-out",
+            str(path),
+            "--alg",
+            alg,
+            "--client-id",
+            f"test-{alg.lower()}",
+        )
+        out[alg] = (f"test-{alg.lower()}", path)
+    return out
+
+
+@pytest.fixture()
+def ehr(small_clinic, client_keys):
+    server = EHRProcess(small_clinic)
+    yield server
+    server.stop()
