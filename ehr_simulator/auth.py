@@ -30,9 +30,7 @@ def new_key_pair(alg: str) -> tuple[bytes, dict]:
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
     else:
         raise ValueError(f"unsupported algorithm {alg!r}: use RS384 or ES384")
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     jwk.update(alg=alg, kid=secrets.token_hex(8), use="sig")
     return pem, jwk
 

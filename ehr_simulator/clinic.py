@@ -11,13 +11,13 @@ import math
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from ehr_simulator import names
 from ehr_simulator.params import CADSS, DAYS_ABSTINENT, INSTRUMENTS, PROTOCOLS, GeneratorConfig, Instrument
 
-UTC = timezone.utc
+UTC = UTC
 ABS_BASE = "https://ehr.ketamine-clinic.example/fhir/"
 CPT = "http://www.ama-assn.org/go/cpt"
 MODALITY_SYSTEM = "https://ketamine-outcomes.org/fhir/CodeSystem/psychotherapy-modality"
@@ -102,9 +102,7 @@ class _Clock:
 
 def _lag(rng: random.Random) -> timedelta:
     """Charting delay between an event and the record reaching the EHR."""
-    return (
-        timedelta(minutes=rng.randint(2, 240)) if rng.random() < 0.9 else timedelta(hours=rng.randint(4, 40))
-    )
+    return timedelta(minutes=rng.randint(2, 240)) if rng.random() < 0.9 else timedelta(hours=rng.randint(4, 40))
 
 
 def _pick(rng: random.Random, weights: dict[str, float]) -> str:
@@ -207,9 +205,7 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
         "identifier": [
             {
                 "use": "usual",
-                "type": {
-                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]
-                },
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
                 "system": "https://ehr.ketamine-clinic.example/mrn",
                 "value": f"MRN{rng.randint(1000000, 9999999)}",
             }
@@ -285,9 +281,7 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
                     }
                 ],
                 "code": {
-                    "coding": [
-                        {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code, "display": display}
-                    ],
+                    "coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code, "display": display}],
                     "text": text,
                 },
                 "subject": ref("Patient", pid),
@@ -335,9 +329,7 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
             },
             "subject": ref("Patient", pid),
             "effectiveDateTime": clock.render(at, allow_date_only=date_only_ok),
-            "performer": [
-                ref("Patient", pid) if performer_self else ref("Practitioner", rng.choice(practitioners))
-            ],
+            "performer": [ref("Patient", pid) if performer_self else ref("Practitioner", rng.choice(practitioners))],
         }
         r = mrng.random()
         if isinstance(value, float):
@@ -378,9 +370,7 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
             add("Observation", body["id"], at, body)
         # Noise records that must not count: retracted, not-final, impossible or unreadable values.
         if mrng.random() < mess.entered_in_error:
-            bad = observation(
-                inst, at + timedelta(minutes=5), rng.randint(0, inst.max_score), inst.rater == "self"
-            )
+            bad = observation(inst, at + timedelta(minutes=5), rng.randint(0, inst.max_score), inst.rater == "self")
             retracted = dict(bad, status="entered-in-error")
             add("Observation", bad["id"], at, bad, (at + timedelta(hours=rng.randint(2, 72)), retracted))
         if mrng.random() < mess.preliminary:
@@ -406,9 +396,7 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
 
     def weight(at: datetime) -> None:
         body = observation(
-            Instrument(
-                "weight", "clinician", "http://loinc.org", "29463-7", "Body weight", 400, (0, 0), "none", 0
-            ),
+            Instrument("weight", "clinician", "http://loinc.org", "29463-7", "Body weight", 400, (0, 0), "none", 0),
             at,
             round(weight_kg + rng.uniform(-1.5, 1.5), 1),
             False,
@@ -492,9 +480,7 @@ def _simulate_course(
     # Latent outcome (per rater), drawn for every course so the stream stays aligned.
     clin_resp = rng.random() < prm.clinician_response
     self_resp = rng.random() < (
-        prm.self_response_given_clinician_response
-        if clin_resp
-        else prm.self_response_given_clinician_nonresponse
+        prm.self_response_given_clinician_response if clin_resp else prm.self_response_given_clinician_nonresponse
     )
     clin_remit = clin_resp and rng.random() < prm.clinician_remission_given_response
     self_remit = self_resp and rng.random() < prm.self_remission_given_response
@@ -537,15 +523,11 @@ def _simulate_course(
     if first_relapse is not None and rng.random() < prm.booster_on_relapse:
         booster_day = first_relapse
     elif (
-        not dropout
-        and not clin_resp
-        and not self_resp
-        and len(visits) > 2
-        and rng.random() < prm.booster_nonresponder
+        not dropout and not clin_resp and not self_resp and len(visits) > 2 and rng.random() < prm.booster_nonresponder
     ):
         booster_day = visits[2] + 1
     extra = set()
-    for name, t in relapse_day.items():
+    for t in relapse_day.values():
         if t is not None:
             extra.add(t)
             if booster_day is None:
@@ -557,9 +539,7 @@ def _simulate_course(
     for name in instruments:
         inst = INSTRUMENTS[name]
         is_clin = inst.rater == "clinician"
-        resp, remit, worse = (
-            (clin_resp, clin_remit, clin_worse) if is_clin else (self_resp, self_remit, self_worse)
-        )
+        resp, remit, worse = (clin_resp, clin_remit, clin_worse) if is_clin else (self_resp, self_remit, self_worse)
         states[name] = (
             "remit"
             if remit and inst.remission_max is not None
@@ -603,9 +583,7 @@ def _simulate_course(
         record_score(DAYS_ABSTINENT, screen_at, rng.randint(0, 15))
 
     # --- Infusions with pre-infusion scores and post-infusion CADSS -----------------------------
-    endpoint_scores = {
-        name: _score(rng, INSTRUMENTS[name], baselines[name], states[name]) for name in instruments
-    }
+    endpoint_scores = {name: _score(rng, INSTRUMENTS[name], baselines[name], states[name]) for name in instruments}
     n_inf = len(infusion_days)
     infusion_starts = []
     for k, day in enumerate(infusion_days):
@@ -643,32 +621,23 @@ def _simulate_course(
                 v = _score(rng, inst, b, "relapse_single" if single else "fail_below")
             elif responder(inst):
                 # a single unconfirmed loss of response, kept below any single-visit relapse threshold
-                blip_fits = (
-                    inst.single_visit_relapse is None
-                    or inst.responding_max(b) + 1 < inst.single_visit_relapse
-                )
+                blip_fits = inst.single_visit_relapse is None or inst.responding_max(b) + 1 < inst.single_visit_relapse
                 if blip and blip_fits:
                     v = _score(rng, inst, b, "blip")
                 else:
-                    v = _score(
-                        rng, inst, b, "remit" if states[name] == "remit" and rng.random() < 0.7 else "respond"
-                    )
+                    v = _score(rng, inst, b, "remit" if states[name] == "remit" and rng.random() < 0.7 else "respond")
             else:
                 v = _score(rng, inst, b, states[name] if states[name] == "worse" else "fail")
             record_score(inst, at, v, date_only_ok=not is_endpoint and day_off > 8)
         if has_sud:
-            record_score(
-                DAYS_ABSTINENT, at, rng.randint(5, 30) if protocol == "ketamine_mbrp" else rng.randint(0, 25)
-            )
+            record_score(DAYS_ABSTINENT, at, rng.randint(5, 30) if protocol == "ketamine_mbrp" else rng.randint(0, 25))
         if booster_day == day_off:
             start = at + timedelta(minutes=rng.randint(30, 90))
             _infusion(rng, mrng, mess, clock, add, ref, practitioners, pid, start, weight_kg, dose_per_kg)
 
     # --- Psychotherapy on days without an infusion ------------------------------------------------
     modality = PROTOCOL_MODALITY.get(protocol)
-    inf_set = set(infusion_days) | (
-        {last_inf + timedelta(days=booster_day)} if booster_day is not None else set()
-    )
+    inf_set = set(infusion_days) | ({last_inf + timedelta(days=booster_day)} if booster_day is not None else set())
     if modality:
         if modality == "kap":
             days = [d + timedelta(days=1) for d in infusion_days] + [
@@ -720,9 +689,7 @@ def _simulate_course(
                 "instrument": name,
                 "rater": inst.rater,
                 "evaluable": not dropout,
-                "endpoint_day": (last_inf + timedelta(days=endpoint_offset)).isoformat()
-                if not dropout
-                else None,
+                "endpoint_day": (last_inf + timedelta(days=endpoint_offset)).isoformat() if not dropout else None,
                 "baseline_score": baselines[name],
                 "endpoint_score": endpoint_scores[name] if not dropout else None,
                 "latent_responder": resp,
@@ -783,9 +750,7 @@ def _infusion(
         "dosage": {
             "text": f"{dose_per_kg} mg/kg IV over 40 minutes",
             "route": {
-                "coding": [
-                    {"system": "http://snomed.info/sct", "code": "47625008", "display": "Intravenous route"}
-                ]
+                "coding": [{"system": "http://snomed.info/sct", "code": "47625008", "display": "Intravenous route"}]
             },
             "dose": {
                 "value": round(dose_per_kg * weight_kg, 1),

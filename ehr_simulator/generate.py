@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -35,7 +35,7 @@ DELETED_FILE = "_ehr/deleted.ndjson"
 
 def as_of_instant(cfg: GeneratorConfig) -> datetime:
     """The clinic's 'now': the end of the last simulated day, in the clinic's timezone."""
-    return datetime.combine(cfg.as_of_day, time(23, 59, 59), ZoneInfo(cfg.clinic_tz)).astimezone(timezone.utc)
+    return datetime.combine(cfg.as_of_day, time(23, 59, 59), ZoneInfo(cfg.clinic_tz)).astimezone(UTC)
 
 
 def _render_instant(rec_id: str, dt: datetime, tz: ZoneInfo) -> str:
@@ -43,7 +43,7 @@ def _render_instant(rec_id: str, dt: datetime, tz: ZoneInfo) -> str:
     # resources identically.
     if int(hashlib.blake2s(rec_id.encode(), digest_size=2).hexdigest(), 16) % 100 < 15:
         return dt.astimezone(tz).isoformat(timespec="milliseconds")
-    utc = dt.astimezone(timezone.utc)
+    utc = dt.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
@@ -69,7 +69,7 @@ def emit(rec: Record, as_of: datetime, tz: ZoneInfo, files: dict, deleted, count
                 {
                     "resourceType": rec.rtype,
                     "id": rec.id,
-                    "deletedAt": rec.deleted_at.astimezone(timezone.utc).isoformat(),
+                    "deletedAt": rec.deleted_at.astimezone(UTC).isoformat(),
                 }
             )
             + b"\n"

@@ -69,9 +69,7 @@ INSTRUMENTS: dict[str, Instrument] = {
             5,
         ),
         Instrument("gad7", "self", LOINC, "70274-6", "GAD-7 total score", 21, (11, 20), "pct", 0.5, 4),
-        Instrument(
-            "pcl5", "self", LOINC, "101698-9", "PCL-5 total score", 80, (45, 72), "points", 10, 32, True
-        ),
+        Instrument("pcl5", "self", LOINC, "101698-9", "PCL-5 total score", 80, (45, 72), "points", 10, 32, True),
         Instrument(
             "caps5",
             "clinician",
@@ -85,9 +83,7 @@ INSTRUMENTS: dict[str, Instrument] = {
         ),
     )
 }
-CADSS = Instrument(
-    "cadss", "clinician", INSTRUMENT_SYSTEM, "cadss-total", "CADSS total score", 92, (0, 0), "none", 0
-)
+CADSS = Instrument("cadss", "clinician", INSTRUMENT_SYSTEM, "cadss-total", "CADSS total score", 92, (0, 0), "none", 0)
 DAYS_ABSTINENT = Instrument(
     "days_abstinent",
     "self",

@@ -12,7 +12,7 @@ import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -49,9 +49,7 @@ class Faults:
         return f
 
 
-def outcome(
-    status: int, code: str, text: str, severity: str = "error", headers: dict | None = None
-) -> Response:
+def outcome(status: int, code: str, text: str, severity: str = "error", headers: dict | None = None) -> Response:
     body = {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": severity, "code": code, "diagnostics": text}],
@@ -124,9 +122,7 @@ class Index:
                     offset += len(line)
             entries[rtype] = lst
         deleted_path = data_dir / "_ehr" / "deleted.ndjson"
-        deleted = (
-            [orjson.loads(x) for x in deleted_path.read_bytes().splitlines()] if deleted_path.exists() else []
-        )
+        deleted = [orjson.loads(x) for x in deleted_path.read_bytes().splitlines()] if deleted_path.exists() else []
         return cls(
             data_dir,
             manifest["transactionTime"],
@@ -154,9 +150,7 @@ class Job:
 
 
 class EHR:
-    def __init__(
-        self, data_dir: Path, faults: Faults | None = None, max_lines_per_file: int = 100_000
-    ) -> None:
+    def __init__(self, data_dir: Path, faults: Faults | None = None, max_lines_per_file: int = 100_000) -> None:
         self.data_dir = data_dir
         self.faults = faults or Faults()
         self.max_lines_per_file = max_lines_per_file
@@ -225,9 +219,7 @@ class EHR:
                 "rest": [
                     {
                         "mode": "server",
-                        "resource": [
-                            {"type": t, "interaction": [{"code": "search-type"}]} for t in self.index.entries
-                        ],
+                        "resource": [{"type": t, "interaction": [{"code": "search-type"}]} for t in self.index.entries],
                     }
                 ],
             },
@@ -272,15 +264,11 @@ class EHR:
         outputs = []
         for t in types:
             chosen = [
-                e
-                for e in index.entries[t]
-                if since is None or (e.last_updated is not None and e.last_updated > since)
+                e for e in index.entries[t] if since is None or (e.last_updated is not None and e.last_updated > since)
             ]
             for k in range(0, len(chosen), self.max_lines_per_file):
                 part = chosen[k : k + self.max_lines_per_file]
-                outputs.append(
-                    {"type": t, "name": f"{t}-{k // self.max_lines_per_file + 1}.ndjson", "entries": part}
-                )
+                outputs.append({"type": t, "name": f"{t}-{k // self.max_lines_per_file + 1}.ndjson", "entries": part})
         deleted = [
             d
             for d in index.deleted
@@ -311,22 +299,16 @@ class EHR:
             return resp
         job.polls += 1
         if self.faults.unavailable and job.polls == 1:
-            return outcome(
-                503, "transient", "status temporarily unavailable; retry", headers={"Retry-After": "1"}
-            )
+            return outcome(503, "transient", "status temporarily unavailable; retry", headers={"Retry-After": "1"})
         if self.faults.rate_limit and job.polls <= 3:
             retry = (
-                "1"
-                if job.polls % 2 == 1
-                else format_datetime(datetime.now(timezone.utc) + timedelta(seconds=1), usegmt=True)
+                "1" if job.polls % 2 == 1 else format_datetime(datetime.now(UTC) + timedelta(seconds=1), usegmt=True)
             )
             return outcome(429, "throttled", "polling too fast", headers={"Retry-After": retry})
         remaining = job.ready_at - time.time()
         if remaining > 0:
             pct = int(100 * (1 - remaining / (3.0 if self.faults.slow else 0.3)))
-            return Response(
-                status_code=202, headers={"X-Progress": f"{max(0, pct)}% complete", "Retry-After": "1"}
-            )
+            return Response(status_code=202, headers={"X-Progress": f"{max(0, pct)}% complete", "Retry-After": "1"})
         base = str(request.base_url).rstrip("/")
         manifest = {
             "transactionTime": job.transaction_time,
@@ -390,9 +372,7 @@ class EHR:
                         yield chunk
                         await asyncio.sleep(0)
 
-        return StreamingResponse(
-            body(), media_type="application/fhir+ndjson", headers={"Content-Length": str(total)}
-        )
+        return StreamingResponse(body(), media_type="application/fhir+ndjson", headers={"Content-Length": str(total)})
 
     # --- search ---------------------------------------------------------------------------------
     async def group(self, request: Request) -> Response:
@@ -468,9 +448,7 @@ class EHR:
                     lu = e.last_updated
                     if not {"gt": lu > v, "ge": lu >= v, "lt": lu < v, "le": lu <= v, "eq": lu == v}[op]:
                         return False
-                return not codes or (
-                    e.code is not None and (e.code in codes or e.code.split("|")[1] in codes)
-                )
+                return not codes or (e.code is not None and (e.code in codes or e.code.split("|")[1] in codes))
 
             ids = sorted((i for i in idx if keep(entries[i])), key=lambda i: (entries[i].last_updated, i))
             token = secrets.token_urlsafe(12)
@@ -498,8 +476,7 @@ class EHR:
             "total": len(ids),
             "link": links,
             "entry": [
-                {"fullUrl": f"{base}/{rtype}/{r['id']}", "resource": r, "search": {"mode": "match"}}
-                for r in resources
+                {"fullUrl": f"{base}/{rtype}/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
             ],
         }
         return Response(orjson.dumps(bundle), media_type=FHIR_JSON)

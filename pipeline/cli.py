@@ -82,8 +82,7 @@ def cmd_ehr_generate(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, mess=MessRates.off())
         manifest = generate(cfg, out, _progress("patients"))
         print(
-            f"generated clinic in {out}: {args.patients} patients, seed {cfg.seed}, as-of "
-            f"{manifest['transactionTime']}"
+            f"generated clinic in {out}: {args.patients} patients, seed {cfg.seed}, as-of {manifest['transactionTime']}"
         )
     for o in manifest["output"]:
         print(f"  {o['type']:<26} {o['count']:>10,} lines")

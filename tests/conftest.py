@@ -29,9 +29,7 @@ def outcomes(
         timeout=timeout,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(
-            f"outcomes {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
+        raise AssertionError(f"outcomes {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 

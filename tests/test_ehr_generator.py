@@ -198,13 +198,10 @@ def test_latent_outcomes_match_configured_parameters(tmp_path):
     )
     assert rate("clinician", "latent_responder") == pytest.approx(clin, abs=0.04)
     assert rate("self", "latent_responder") == pytest.approx(self_expected, abs=0.04)
-    assert rate("clinician", "latent_remitter") == pytest.approx(
-        clin * p.clinician_remission_given_response, abs=0.04
-    )
+    assert rate("clinician", "latent_remitter") == pytest.approx(clin * p.clinician_remission_given_response, abs=0.04)
     # published ranges (clinical-reference §4)
     assert (
-        0.55 <= rate("clinician", "latent_responder") <= 0.70
-        and 0.25 <= rate("clinician", "latent_remitter") <= 0.45
+        0.55 <= rate("clinician", "latent_responder") <= 0.70 and 0.25 <= rate("clinician", "latent_remitter") <= 0.45
     )
     assert 0.20 <= rate("self", "latent_remitter") <= 0.30
     for protocol, median in p.relapse_median_days.items():
@@ -216,7 +213,5 @@ def test_latent_outcomes_match_configured_parameters(tmp_path):
         assert statistics.median(days) == pytest.approx(median, rel=0.15), protocol
     # clinician and self-rated responses correlate but disagree in a sizeable minority
     both = [c for c in per_course.values() if {"clinician", "self"} <= set(c)]
-    disagree = sum(c["clinician"]["latent_responder"] != c["self"]["latent_responder"] for c in both) / len(
-        both
-    )
+    disagree = sum(c["clinician"]["latent_responder"] != c["self"]["latent_responder"] for c in both) / len(both)
     assert 0.1 <= disagree <= 0.4
