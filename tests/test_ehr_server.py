@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import jwt
@@ -123,7 +123,7 @@ def test_type_filter_and_since_with_offsets(ehr, client_keys, small_clinic):
         obs.append((datetime.fromisoformat(o["meta"]["lastUpdated"].replace("Z", "+00:00")), line))
     cut = sorted(t for t, _ in obs)[len(obs) * 2 // 3]
     expected = sorted(line for t, line in obs if t > cut)
-    as_utc = cut.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    as_utc = cut.astimezone(UTC).isoformat().replace("+00:00", "Z")
     as_pacific = cut.astimezone(timezone(timedelta(hours=-7))).isoformat()
     as_far_east = cut.astimezone(timezone(timedelta(hours=9, minutes=30))).isoformat()
     results = []
