@@ -182,16 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--client-id", help="client id (default: generated)")
     r.set_defaults(func=cmd_ehr_register)
 
-    _add_pipeline_commands(sub)
-    return p
+    from pipeline import commands
 
-
-def _add_pipeline_commands(sub) -> None:
-    try:
-        from pipeline import commands
-    except ImportError:  # pragma: no cover - during bootstrap
-        return
     commands.register(sub)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:

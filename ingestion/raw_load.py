@@ -1,0 +1,440 @@
+"""Load a landing folder (or any folder of NDJSON / Bundle files) into the raw layer in one transaction.
+
+Every line read ends up loaded, counted as a duplicate of a stored version, or in raw.quarantine with a
+reason; per type, read = loaded + duplicate + quarantined. The load log row — which is also the new
+watermark — commits in the same transaction as the data, so a crash leaves the previous state intact and
+a rerun is idempotent.
+
+Python only reads lines into polars batches; DuckDB does the flattening with JSON paths, the checks and
+the dedupe as set operations.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from ingestion.landing import DESCRIPTOR, read_json
+from ingestion.warehouse import (
+    FINAL_STATUSES,
+    OBSERVATION_STATUSES,
+    ensure_raw_schema,
+    ensure_type_tables,
+    table_stem,
+)
+
+BATCH_LINES = 50_000
+
+
+@dataclass
+class InputFile:
+    path: Path
+    kind: str  # ndjson | bundle | deleted | errors
+    declared_type: str | None
+    name: str  # as recorded in quarantine (relative to the load's folder)
+
+
+@dataclass
+class LoadPlan:
+    load_id: str
+    source: str
+    mode: str
+    folder: Path
+    since: str | None
+    transaction_time: str | None
+    files: list[InputFile]
+
+
+@dataclass
+class LoadResult:
+    load_id: str
+    skipped: bool
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    tombstones: int = 0
+    export_errors: int = 0
+
+    def totals(self) -> dict[str, int]:
+        keys = ("read", "loaded", "duplicate", "quarantined")
+        return {k: sum(c[k] for c in self.counts.values()) for k in keys}
+
+
+def plan_from_landing(landing: Path) -> LoadPlan:
+    d = read_json(landing / DESCRIPTOR)
+    files = [InputFile(landing / f["path"], "ndjson", f["type"], f["path"]) for f in d["files"]]
+    files += [InputFile(landing / p, "deleted", None, p) for p in d.get("deleted", [])]
+    files += [InputFile(landing / p, "errors", None, p) for p in d.get("errors", [])]
+    return LoadPlan(d["export_id"], d["source"], d["mode"], landing, d.get("since"), d.get("transactionTime"), files)
+
+
+def plan_from_directory(folder: Path, source: str | None = None) -> LoadPlan:
+    """NDJSON files (plain or .gz; bulk-export output with or without its manifest) or Bundle JSON files."""
+    import hashlib
+
+    folder = folder.resolve()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of FHIR files")
+    files: list[InputFile] = []
+    manifest = folder / "manifest.json"
+    transaction_time = None
+    if manifest.exists():
+        m = read_json(manifest)
+        transaction_time = m.get("transactionTime")
+        for o in m.get("output", []):
+            url = o["url"].split("/")[-1] if "://" in o["url"] else o["url"]
+            files.append(InputFile(folder / url, "ndjson", o.get("type"), url))
+    else:
+        for p in sorted(folder.rglob("*")):
+            if not p.is_file() or p.name.startswith("."):
+                continue
+            rel = str(p.relative_to(folder))
+            if p.name.endswith((".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")):
+                files.append(InputFile(p, "ndjson", None, rel))
+            elif p.name.endswith(".json"):
+                files.append(InputFile(p, "bundle", None, rel))
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no .ndjson(.gz) or Bundle .json files")
+    digest = hashlib.sha256()
+    for f in files:
+        st = f.path.stat()
+        digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return LoadPlan(
+        f"dir-{digest.hexdigest()[:16]}", source or f"dir:{folder}", "files", folder, None, transaction_time, files
+    )
+
+
+# --- reading ------------------------------------------------------------------------------------------
+def _ndjson_batches(path: Path, batch_lines: int) -> Iterator[tuple[list[int], list[str | None], list[str]]]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    numbers: list[int] = []
+    lines: list[str | None] = []
+    fallback: list[str] = []
+    with opener(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue  # blank lines are not records
+            try:
+                lines.append(raw.decode("utf-8"))
+                fallback.append("")
+            except UnicodeDecodeError:
+                lines.append(None)
+                fallback.append(raw.decode("utf-8", "replace"))
+            numbers.append(n)
+            if len(numbers) >= batch_lines:
+                yield numbers, lines, fallback
+                numbers, lines, fallback = [], [], []
+    if numbers:
+        yield numbers, lines, fallback
+
+
+def _bundle_batches(path: Path) -> Iterator[tuple[list[int], list[str | None], list[str]]]:
+    raw = path.read_bytes()
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        yield [1], [raw.decode("utf-8", "replace")], [""]  # quarantined as malformed JSON
+        return
+    if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
+        entries = doc.get("entry") or []
+        resources = [e.get("resource") if isinstance(e, dict) else None for e in entries]
+        yield (
+            list(range(1, len(resources) + 1)),
+            [orjson.dumps(r).decode() if r is not None else "null" for r in resources],
+            [""] * len(resources),
+        )
+    else:
+        yield [1], [raw.decode("utf-8", "replace")], [""]
+
+
+# --- SQL ---------------------------------------------------------------------------------------------
+_PATHS = [
+    "$.resourceType",
+    "$.id",
+    "$.meta.versionId",
+    "$.meta.lastUpdated",
+    "$.status",
+    "$.valueInteger",
+    "$.valueQuantity.value",
+    "$.valueString",
+]
+_OBS_STATUSES = ", ".join(f"'{s}'" for s in OBSERVATION_STATUSES)
+_FINAL = ", ".join(f"'{s}'" for s in FINAL_STATUSES)
+
+CLASSIFY_SQL = f"""
+CREATE OR REPLACE TEMP TABLE classified AS
+WITH parsed AS (
+    SELECT file, line_number, line, fallback, declared_type,
+           line IS NOT NULL AND json_valid(line) AS valid,
+           CASE WHEN line IS NOT NULL AND json_valid(line) AND json_type(line) = 'OBJECT'
+                THEN json_extract_string(line, {_PATHS!r}) END AS f
+    FROM batch
+), fields AS (
+    SELECT file, line_number, line, fallback, declared_type, valid, f IS NOT NULL AS is_object,
+           f[1] AS resource_type, f[2] AS resource_id, f[3] AS version_id, f[4] AS last_updated,
+           f[5] AS status,
+           CASE WHEN f[1] = 'Observation' THEN
+               CASE WHEN f[6] IS NOT NULL THEN 'valueInteger' WHEN f[7] IS NOT NULL THEN 'valueQuantity'
+                    WHEN f[8] IS NOT NULL THEN 'valueString' END END AS value_source,
+           f[6] AS v_int, f[7] AS v_qty, f[8] AS v_str
+    FROM parsed
+), typed AS (
+    SELECT *, try_cast(last_updated AS TIMESTAMPTZ) AS last_updated_at,
+           CASE value_source WHEN 'valueInteger' THEN try_cast(v_int AS DOUBLE)
+                             WHEN 'valueQuantity' THEN try_cast(v_qty AS DOUBLE)
+                             WHEN 'valueString' THEN try_cast(trim(v_str) AS DOUBLE) END AS value_score
+    FROM fields
+)
+SELECT *,
+    CASE
+        WHEN line IS NULL THEN 'invalid UTF-8'
+        WHEN NOT valid THEN 'malformed JSON'
+        WHEN NOT is_object THEN 'not a JSON object (a Bundle entry without a resource?)'
+        WHEN resource_type IS NULL THEN 'missing resourceType'
+        WHEN NOT regexp_full_match(resource_type, '[A-Z][A-Za-z]{{1,63}}') THEN 'invalid resourceType'
+        WHEN declared_type IS NOT NULL AND resource_type <> declared_type
+            THEN 'resourceType ' || resource_type || ' in a ' || declared_type || ' file'
+        WHEN coalesce(resource_id, '') = '' THEN 'missing id'
+        WHEN last_updated IS NOT NULL AND last_updated_at IS NULL
+            THEN 'unparseable meta.lastUpdated ''' || last_updated || ''''
+        WHEN resource_type = 'Observation' AND status IS NULL THEN 'Observation without status'
+        WHEN resource_type = 'Observation' AND status NOT IN ({_OBS_STATUSES})
+            THEN 'unknown Observation status ''' || status || ''''
+        WHEN resource_type = 'Observation' AND value_source IS NOT NULL AND value_score IS NULL
+            THEN 'unreadable value in ' || value_source || ': ''' || coalesce(v_int, v_qty, v_str) || ''''
+    END AS reason,
+    coalesce(version_id, '') || '|' || coalesce(last_updated, '')
+        || CASE WHEN version_id IS NULL AND last_updated IS NULL THEN '|' || md5(line) ELSE '' END AS version_key,
+    row_number() OVER (PARTITION BY resource_type, resource_id, version_id, last_updated,
+                       CASE WHEN version_id IS NULL AND last_updated IS NULL THEN md5(line) END
+                       ORDER BY line_number) > 1 AS repeated_in_batch
+FROM typed
+"""
+
+
+def _insert_versions_sql(rtype: str, stem: str) -> str:
+    obs_cols = ", value_score, value_source, is_final" if rtype == "Observation" else ""
+    obs_vals = f", c.value_score, c.value_source, c.status IN ({_FINAL})" if rtype == "Observation" else ""
+    return f"""
+        INSERT INTO raw.{stem}_versions (resource_id, version_id, version_key, last_updated, last_updated_at,
+            status, is_deleted, resource, source, load_id, load_seq, file, line_number, landed_at{obs_cols})
+        SELECT c.resource_id, c.version_id, c.version_key, c.last_updated, c.last_updated_at, c.status, false,
+               c.line::JSON, $source, $load_id, $load_seq, c.file, c.line_number, $landed_at{obs_vals}
+        FROM classified c
+        WHERE c.reason IS NULL AND c.resource_type = $rtype AND NOT c.repeated_in_batch
+          AND NOT EXISTS (SELECT 1 FROM raw.{stem}_versions v
+                          WHERE v.resource_id = c.resource_id AND v.version_key = c.version_key)"""
+
+
+class Loader:
+    def __init__(
+        self,
+        con,
+        log: Callable[[str], None] = print,
+        progress: Callable[[str, int], None] | None = None,
+        batch_lines: int = BATCH_LINES,
+    ) -> None:
+        self.con = con
+        self.log = log
+        self.progress = progress
+        self.batch_lines = batch_lines
+        self._known_tables: set[str] = set()
+
+    def already_committed(self, load_id: str) -> bool:
+        return bool(
+            self.con.execute(
+                "SELECT 1 FROM raw.load_log WHERE load_id = ? AND status = 'committed'", [load_id]
+            ).fetchall()
+        )
+
+    def load(self, plan: LoadPlan) -> LoadResult:
+        con = self.con
+        ensure_raw_schema(con)
+        if self.already_committed(plan.load_id):
+            self.log(f"load {plan.load_id} was already committed; nothing to do")
+            return LoadResult(plan.load_id, skipped=True)
+        started = datetime.now(UTC)
+        result = LoadResult(plan.load_id, skipped=False)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            load_seq = con.execute("SELECT nextval('raw.load_seq')").fetchall()[0][0]
+            params = {"source": plan.source, "load_id": plan.load_id, "load_seq": load_seq, "landed_at": started}
+            for f in plan.files:
+                if f.kind in ("ndjson", "bundle"):
+                    self._load_records(f, params, result)
+                elif f.kind == "deleted":
+                    self._load_deletions(f, plan, params, result)
+                elif f.kind == "errors":
+                    self._load_errors(f, plan, result)
+            for rtype, c in sorted(result.counts.items()):
+                con.execute(
+                    "INSERT INTO raw.load_counts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [plan.load_id, rtype, c["read"], c["loaded"], c["duplicate"], c["quarantined"], c["tombstones"]],
+                )
+                if c["read"] != c["loaded"] + c["duplicate"] + c["quarantined"]:
+                    raise AssertionError(f"counts do not reconcile for {rtype}: {c}")
+            con.execute("DELETE FROM raw.load_log WHERE load_id = ?", [plan.load_id])
+            con.execute(
+                """INSERT INTO raw.load_log VALUES (?, ?, ?, ?, ?, ?, ?, try_cast(? AS TIMESTAMPTZ), ?, ?,
+                           'committed', ?, ?, NULL)""",
+                [
+                    plan.load_id,
+                    load_seq,
+                    plan.source,
+                    plan.mode,
+                    str(plan.folder),
+                    plan.since,
+                    plan.transaction_time,
+                    plan.transaction_time,
+                    started,
+                    datetime.now(UTC),
+                    len(plan.files),
+                    result.export_errors,
+                ],
+            )
+            con.execute("COMMIT")
+        except BaseException as e:
+            con.execute("ROLLBACK")
+            self._record_failure(plan, started, e)
+            raise
+        return result
+
+    def _record_failure(self, plan: LoadPlan, started: datetime, error: BaseException) -> None:
+        try:
+            self.con.execute("DELETE FROM raw.load_log WHERE load_id = ?", [plan.load_id])
+            self.con.execute(
+                """INSERT INTO raw.load_log VALUES (?, NULL, ?, ?, ?, ?, ?, try_cast(? AS TIMESTAMPTZ),
+                                ?, ?, 'failed', ?, 0, ?)""",
+                [
+                    plan.load_id,
+                    plan.source,
+                    plan.mode,
+                    str(plan.folder),
+                    plan.since,
+                    plan.transaction_time,
+                    plan.transaction_time,
+                    started,
+                    datetime.now(UTC),
+                    len(plan.files),
+                    f"{type(error).__name__}: {error}"[:2000],
+                ],
+            )
+        except Exception:  # noqa: BLE001 - the original error matters more than the log row
+            pass
+
+    def _counts(self, result: LoadResult, rtype: str) -> dict[str, int]:
+        return result.counts.setdefault(
+            rtype, {"read": 0, "loaded": 0, "duplicate": 0, "quarantined": 0, "tombstones": 0}
+        )
+
+    def _table(self, rtype: str) -> str:
+        if rtype not in self._known_tables:
+            ensure_type_tables(self.con, rtype)
+            self._known_tables.add(rtype)
+        return table_stem(rtype)
+
+    def _load_records(self, f: InputFile, params: dict, result: LoadResult) -> None:
+        import polars as pl
+
+        con = self.con
+        batches = _ndjson_batches(f.path, self.batch_lines) if f.kind == "ndjson" else _bundle_batches(f.path)
+        done = 0
+        for numbers, lines, fallback in batches:
+            batch = pl.DataFrame(
+                {
+                    "file": pl.Series([f.name] * len(numbers), dtype=pl.String),
+                    "line_number": pl.Series(numbers, dtype=pl.Int64),
+                    "line": pl.Series(lines, dtype=pl.String),
+                    "fallback": pl.Series(fallback, dtype=pl.String),
+                    "declared_type": pl.Series([f.declared_type] * len(numbers), dtype=pl.String),
+                }
+            )
+            con.register("batch", batch)
+            con.execute(CLASSIFY_SQL)
+            con.unregister("batch")
+            per_type = con.execute("""
+                SELECT coalesce(CASE WHEN reason IS NULL OR regexp_full_match(resource_type, '[A-Z][A-Za-z]{1,63}')
+                                     THEN resource_type END, declared_type, 'unknown') AS t,
+                       count(*) AS read, count(reason) AS quarantined,
+                       count(*) FILTER (WHERE reason IS NULL) AS valid
+                FROM classified GROUP BY ALL""").fetchall()
+            con.execute(
+                """
+                INSERT INTO raw.quarantine
+                SELECT $load_id, coalesce(CASE WHEN regexp_full_match(resource_type, '[A-Z][A-Za-z]{1,63}')
+                                               THEN resource_type END, declared_type, 'unknown'),
+                       file, line_number, coalesce(line, fallback), reason, $landed_at
+                FROM classified WHERE reason IS NOT NULL""",
+                {"load_id": params["load_id"], "landed_at": params["landed_at"]},
+            )
+            for rtype, read, quarantined, valid in per_type:
+                c = self._counts(result, rtype)
+                c["read"] += read
+                c["quarantined"] += quarantined
+                if valid:
+                    stem = self._table(rtype)
+                    inserted = con.execute(_insert_versions_sql(rtype, stem), {**params, "rtype": rtype}).fetchall()
+                    loaded = inserted[0][0] if inserted else 0
+                    c["loaded"] += loaded
+                    c["duplicate"] += valid - loaded
+            done += len(numbers)
+            if self.progress:
+                self.progress(f.name, done)
+
+    def _load_deletions(self, f: InputFile, plan: LoadPlan, params: dict, result: LoadResult) -> None:
+        """deleted[] Bundles: each DELETE entry becomes a tombstone version dated at the transactionTime."""
+        rows: dict[str, list[tuple]] = {}
+        for n, raw in enumerate(f.path.read_bytes().splitlines(), 1):
+            try:
+                bundle = orjson.loads(raw)
+                for e in bundle.get("entry", []):
+                    req = e.get("request", {})
+                    if req.get("method") == "DELETE":
+                        rtype, rid = req["url"].strip("/").split("/")[-2:]
+                        table_stem(rtype)
+                        rows.setdefault(rtype, []).append((rid, n))
+            except (orjson.JSONDecodeError, ValueError, KeyError, AttributeError) as e:
+                self.con.execute(
+                    "INSERT INTO raw.quarantine VALUES (?, 'Bundle', ?, ?, ?, ?, ?)",
+                    [
+                        plan.load_id,
+                        f.name,
+                        n,
+                        raw.decode("utf-8", "replace"),
+                        f"unreadable deleted[] entry: {e}",
+                        params["landed_at"],
+                    ],
+                )
+        for rtype, items in rows.items():
+            stem = self._table(rtype)
+            self.con.execute("CREATE OR REPLACE TEMP TABLE tomb (resource_id VARCHAR, line_number BIGINT)")
+            self.con.executemany("INSERT INTO tomb VALUES (?, ?)", items)
+            inserted = self.con.execute(
+                f"""
+                INSERT INTO raw.{stem}_versions (resource_id, version_id, version_key, last_updated,
+                    last_updated_at, status, is_deleted, resource, source, load_id, load_seq, file, line_number,
+                    landed_at)
+                SELECT DISTINCT ON (resource_id) resource_id, NULL, 'deleted|' || $tt, $tt,
+                       try_cast($tt AS TIMESTAMPTZ), NULL, true, NULL, $source, $load_id, $load_seq, $file,
+                       line_number, $landed_at
+                FROM tomb t
+                WHERE NOT EXISTS (SELECT 1 FROM raw.{stem}_versions v
+                                  WHERE v.resource_id = t.resource_id AND v.version_key = 'deleted|' || $tt)""",
+                {**params, "tt": plan.transaction_time, "file": f.name},
+            ).fetchall()
+            n = inserted[0][0] if inserted else 0
+            self._counts(result, rtype)["tombstones"] += n
+            result.tombstones += n
+
+    def _load_errors(self, f: InputFile, plan: LoadPlan, result: LoadResult) -> None:
+        lines = f.path.read_bytes().splitlines()
+        rows = [
+            (plan.load_id, f.name, n, raw.decode("utf-8", "replace")) for n, raw in enumerate(lines, 1) if raw.strip()
+        ]
+        if rows:
+            self.con.executemany("INSERT INTO raw.export_errors VALUES (?, ?, ?, ?)", rows)
+        result.export_errors += len(rows)

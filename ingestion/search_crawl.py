@@ -1,0 +1,126 @@
+"""Patient-scoped search crawl into the landing folder (for EHRs whose bulk export is not for daily sync).
+
+Per patient of the group and per resource type: `{type}?patient=X&_lastUpdated=gt{since}&_count=N`,
+following `next` links verbatim and keeping one line per id (the newest version seen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from ingestion.bulk_export import DEFAULT_TYPES, ExportResult, _now
+from ingestion.fhir_client import FhirClient
+from ingestion.landing import DESCRIPTOR, JOB, new_export_dir, write_json_atomic
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _version_key(res: dict) -> tuple:
+    meta = res.get("meta") or {}
+    v = meta.get("versionId")
+    lu = meta.get("lastUpdated")
+    return (
+        _instant(lu) if lu else datetime.min.replace(tzinfo=UTC),
+        int(v) if isinstance(v, str) and v.isdigit() else -1,
+    )
+
+
+class SearchCrawler:
+    def __init__(
+        self,
+        client: FhirClient,
+        landing_root: Path,
+        group_id: str,
+        source: str,
+        types: tuple[str, ...] = DEFAULT_TYPES,
+        page_size: int = 200,
+        log: Callable[[str], None] = print,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.root = landing_root
+        self.group_id = group_id
+        self.source = source
+        self.types = types
+        self.page_size = page_size
+        self.log = log
+        self.progress = progress
+
+    def run(self, since: str | None) -> ExportResult:
+        job_dir = new_export_dir(self.root)
+        write_json_atomic(
+            job_dir / JOB,
+            {
+                "export_id": job_dir.name,
+                "mode": "search",
+                "source": self.source,
+                "since": since,
+                "kicked_off_at": _now(),
+            },
+        )
+        group = self.client.request("GET", f"Group/{self.group_id}").json()
+        patients = [m["entity"]["reference"].split("/")[-1] for m in group.get("member", [])]
+        self.log(
+            f"crawling {len(patients):,} patients x {len(self.types)} types"
+            + (f" updated after {since}" if since else " (full)")
+        )
+        newest: tuple[datetime, str] | None = (_instant(since), since) if since else None
+        counts = dict.fromkeys(self.types, 0)
+        handles = {t: open(job_dir / "files" / f"{t}-0001.ndjson", "wb") for t in self.types}
+        try:
+            for n, pid in enumerate(patients, 1):
+                for rtype in self.types:
+                    params = {"patient": pid, "_count": str(self.page_size)}
+                    if since:
+                        params["_lastUpdated"] = f"gt{since}"
+                    kept: dict[str, dict] = {}
+                    url: str | None = rtype
+                    first = True
+                    while url:
+                        bundle = self.client.request("GET", url, params=params if first else None).json()
+                        first = False
+                        for entry in bundle.get("entry", []):
+                            res = entry.get("resource") or {}
+                            rid = res.get("id")
+                            if rid is None:
+                                continue
+                            if rid not in kept or _version_key(res) > _version_key(kept[rid]):
+                                kept[rid] = res
+                        url = next(
+                            (link["url"] for link in bundle.get("link", []) if link.get("relation") == "next"), None
+                        )  # verbatim, never rebuilt
+                    for res in kept.values():
+                        handles[rtype].write(orjson.dumps(res) + b"\n")
+                        lu = (res.get("meta") or {}).get("lastUpdated")
+                        if lu and (newest is None or _instant(lu) > newest[0]):
+                            newest = (_instant(lu), lu)
+                    counts[rtype] += len(kept)
+                if self.progress:
+                    self.progress(n, len(patients))
+        finally:
+            for h in handles.values():
+                h.close()
+        # The watermark is the EHR's own clock (the newest lastUpdated seen), never this machine's.
+        transaction_time = newest[1] if newest else None
+        write_json_atomic(
+            job_dir / DESCRIPTOR,
+            {
+                "export_id": job_dir.name,
+                "mode": "search",
+                "source": self.source,
+                "since": since,
+                "request": f"patient search x {len(patients)}",
+                "transactionTime": transaction_time,
+                "files": [{"type": t, "path": f"files/{t}-0001.ndjson", "count": counts[t]} for t in self.types],
+                "deleted": [],
+                "errors": [],
+                "completed_at": _now(),
+            },
+        )
+        return ExportResult(job_dir, transaction_time or "", counts, False, self.client.retries, self.client.reauths)

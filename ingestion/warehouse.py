@@ -1,0 +1,110 @@
+"""Opening the DuckDB warehouse, and the raw layer's tables and views."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+KNOWN_TYPES = (
+    "Patient",
+    "Practitioner",
+    "Condition",
+    "CarePlan",
+    "MedicationAdministration",
+    "Observation",
+    "Procedure",
+)
+OBSERVATION_STATUSES = ("registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error")
+FINAL_STATUSES = ("final", "amended", "corrected")
+
+
+class WarehouseBusy(RuntimeError):
+    pass
+
+
+def connect(path: Path, read_only: bool = False):
+    """Open the warehouse; one writer at a time (DuckDB locks the file per process)."""
+    import duckdb
+
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.exists():
+        raise FileNotFoundError(f"no warehouse at {path}: run `outcomes refresh` (or `outcomes load`) first")
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as e:
+        if "lock" in str(e).lower():
+            raise WarehouseBusy(
+                f"the warehouse {path} is in use by another process (the nightly refresh?); "
+                "wait for it to finish, or query a published copy"
+            ) from None
+        raise
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def table_stem(resource_type: str) -> str:
+    """MedicationAdministration -> medication_administration (validated: it becomes an identifier)."""
+    if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", resource_type):
+        raise ValueError(f"not a FHIR resource type name: {resource_type!r}")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", resource_type).lower()
+
+
+def ensure_raw_schema(con) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    con.execute("CREATE SEQUENCE IF NOT EXISTS raw.load_seq")
+    con.execute("""
+        CREATE TABLE IF NOT EXISTS raw.load_log (
+            load_id VARCHAR PRIMARY KEY, load_seq BIGINT, source VARCHAR, mode VARCHAR, landing VARCHAR,
+            since VARCHAR, transaction_time VARCHAR, transaction_at TIMESTAMPTZ, started_at TIMESTAMPTZ,
+            finished_at TIMESTAMPTZ, status VARCHAR, files INTEGER, export_errors INTEGER, message VARCHAR)""")
+    con.execute("""
+        CREATE TABLE IF NOT EXISTS raw.load_counts (
+            load_id VARCHAR, resource_type VARCHAR, read BIGINT, loaded BIGINT, duplicate BIGINT,
+            quarantined BIGINT, tombstones BIGINT)""")
+    con.execute("""
+        CREATE TABLE IF NOT EXISTS raw.quarantine (
+            load_id VARCHAR, resource_type VARCHAR, file VARCHAR, line_number BIGINT, raw_text VARCHAR,
+            reason VARCHAR, quarantined_at TIMESTAMPTZ)""")
+    con.execute("""
+        CREATE TABLE IF NOT EXISTS raw.export_errors (
+            load_id VARCHAR, file VARCHAR, line_number BIGINT, outcome VARCHAR)""")
+    for rtype in KNOWN_TYPES:
+        ensure_type_tables(con, rtype)
+
+
+def ensure_type_tables(con, resource_type: str) -> str:
+    stem = table_stem(resource_type)
+    extra = ", value_score DOUBLE, value_source VARCHAR, is_final BOOLEAN" if resource_type == "Observation" else ""
+    con.execute(f"""
+        CREATE TABLE IF NOT EXISTS raw.{stem}_versions (
+            resource_id VARCHAR NOT NULL, version_id VARCHAR, version_key VARCHAR NOT NULL,
+            last_updated VARCHAR, last_updated_at TIMESTAMPTZ, status VARCHAR, is_deleted BOOLEAN NOT NULL,
+            resource JSON, source VARCHAR, load_id VARCHAR NOT NULL, load_seq BIGINT, file VARCHAR,
+            line_number BIGINT, landed_at TIMESTAMPTZ{extra})""")
+    # Analytics see the newest version of each resource; deletions and retractions (entered-in-error,
+    # kept in the versions table for audit) remove it, and a cancelled Observation never happened.
+    excluded = "'entered-in-error', 'cancelled'" if resource_type == "Observation" else "'entered-in-error'"
+    con.execute(f"""
+        CREATE OR REPLACE VIEW raw.{stem}_current AS
+        SELECT * EXCLUDE (newest) FROM (
+            SELECT *, row_number() OVER (
+                PARTITION BY resource_id
+                ORDER BY last_updated_at DESC NULLS LAST, try_cast(version_id AS BIGINT) DESC NULLS LAST,
+                         load_seq DESC, line_number DESC) AS newest
+            FROM raw.{stem}_versions)
+        WHERE newest = 1 AND NOT is_deleted AND coalesce(status, '') NOT IN ({excluded})""")
+    return stem
+
+
+def committed_watermark(con, source: str) -> str | None:
+    """The transactionTime (verbatim) of the newest committed load from `source`."""
+    row = con.execute(
+        """
+        SELECT transaction_time FROM raw.load_log
+        WHERE source = ? AND status = 'committed' AND transaction_time IS NOT NULL
+        ORDER BY transaction_at DESC, load_seq DESC LIMIT 1""",
+        [source],
+    ).fetchall()
+    return row[0][0] if row else None

@@ -1,0 +1,87 @@
+"""One settings object for every pipeline step, read from the environment (or Airflow, see dags/).
+
+Secrets (the client's private key) are referenced by path or passed through the environment; they are
+never printed: the repr shows only whether a key is present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "OUTCOMES_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    ehr_url: str | None = None
+    client_id: str | None = None
+    private_key_path: Path | None = None
+    private_key_pem: str | None = field(default=None, repr=False)
+    group_id: str = "ketamine-clinic"
+    extract_mode: str = "bulk"  # bulk | search
+    source_name: str = "ehr"
+    warehouse: Path = Path("data/warehouse.duckdb")
+    landing: Path = Path("data/landing")
+    clinic_tz: str = "America/Los_Angeles"
+    dashboards_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
+        env = dict(os.environ if env is None else env)
+
+        def get(name: str) -> str | None:
+            v = env.get(ENV_PREFIX + name)
+            return v if v not in (None, "") else None
+
+        values: dict = {
+            "ehr_url": get("EHR_URL"),
+            "client_id": get("CLIENT_ID"),
+            "private_key_path": Path(p) if (p := get("PRIVATE_KEY_PATH")) else None,
+            "private_key_pem": get("PRIVATE_KEY"),
+            "group_id": get("GROUP_ID") or cls.group_id,
+            "extract_mode": get("EXTRACT_MODE") or cls.extract_mode,
+            "source_name": get("SOURCE_NAME") or cls.source_name,
+            "warehouse": Path(get("WAREHOUSE") or cls.warehouse),
+            "landing": Path(p) if (p := get("LANDING")) else None,
+            "clinic_tz": get("CLINIC_TZ") or cls.clinic_tz,
+            "dashboards_dir": Path(p) if (p := get("DASHBOARDS_DIR")) else None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["landing"] is None:
+            values["landing"] = Path(values["warehouse"]).parent / "landing"
+        return cls(**values).validated()
+
+    def validated(self) -> Settings:
+        if self.extract_mode not in ("bulk", "search"):
+            raise ValueError(f"extract mode must be 'bulk' or 'search', not {self.extract_mode!r}")
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.clinic_tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown clinic timezone {self.clinic_tz!r} (use an IANA name such as America/Los_Angeles)"
+            ) from None
+        return self
+
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes).validated()
+
+    @property
+    def dashboards(self) -> Path:
+        return self.dashboards_dir or Path(self.warehouse).parent / "dashboards"
+
+    def private_key(self) -> bytes:
+        if self.private_key_pem:
+            return self.private_key_pem.encode()
+        if self.private_key_path:
+            try:
+                return Path(self.private_key_path).read_bytes()
+            except OSError as e:
+                raise ValueError(
+                    f"cannot read the client private key at {self.private_key_path}: {e.strerror}"
+                ) from None
+        raise ValueError("no client private key: set OUTCOMES_PRIVATE_KEY_PATH (a PEM file) or OUTCOMES_PRIVATE_KEY")

@@ -1,0 +1,142 @@
+"""One function per pipeline step. The CLI (`outcomes ...`) and the Airflow DAG both call these."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.settings import Settings
+
+Log = Callable[[str], None]
+
+
+def _stderr_progress(label: str) -> Callable[[str, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def report(name: str, done: int) -> None:
+        print(f"\r  {label} {name}: {done:,} lines", end="", file=sys.stderr, flush=True)
+
+    return report
+
+
+@dataclass
+class ExtractSummary:
+    landing: str
+    mode: str
+    since: str | None
+    transaction_time: str
+    counts: dict[str, int]
+    resumed: bool
+    retries: int
+    reauths: int
+
+
+def extract(settings: Settings, full: bool = False, log: Log = print) -> ExtractSummary:
+    """EHR -> landing folder (Bulk Data export, or the patient search crawl), incremental by default."""
+    import httpx
+
+    from ingestion.bulk_export import BulkExporter
+    from ingestion.fhir_client import FhirClient, SmartAuth
+    from ingestion.search_crawl import SearchCrawler
+    from ingestion.warehouse import committed_watermark, connect
+
+    if not settings.ehr_url:
+        raise ValueError("no EHR URL: set OUTCOMES_EHR_URL or pass --ehr-url (or load files with --from-dir)")
+    since = None
+    if not full and Path(settings.warehouse).exists():
+        con = connect(settings.warehouse, read_only=True)
+        try:
+            tables = con.execute(
+                "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name = 'load_log'"
+            ).fetchall()
+            since = committed_watermark(con, settings.source_name) if tables else None
+        finally:
+            con.close()
+    http = httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0))
+    try:
+        auth = None
+        if settings.client_id:
+            auth = SmartAuth(settings.ehr_url, settings.client_id, settings.private_key(), http)
+        client = FhirClient(settings.ehr_url, auth, http, log=log)
+        if settings.extract_mode == "bulk":
+            runner = BulkExporter(client, Path(settings.landing), settings.group_id, settings.source_name, log=log)
+        else:
+            runner = SearchCrawler(client, Path(settings.landing), settings.group_id, settings.source_name, log=log)
+        r = runner.run(since)
+    finally:
+        http.close()
+    summary = ExtractSummary(
+        str(r.landing), settings.extract_mode, since, r.transaction_time, r.counts, r.resumed, r.retries, r.reauths
+    )
+    log(
+        f"extract: {sum(r.counts.values()):,} resources landed in {r.landing} "
+        f"({'incremental since ' + since if since else 'full'}; transactionTime {r.transaction_time}; "
+        f"{r.retries} retries, {r.reauths} re-authentications)"
+    )
+    for t, n in sorted(r.counts.items()):
+        log(f"  {t:<26} {n:>10,}")
+    return summary
+
+
+@dataclass
+class LoadSummary:
+    loads: list[dict]
+
+    @property
+    def totals(self) -> dict[str, int]:
+        keys = ("read", "loaded", "duplicate", "quarantined")
+        return {k: sum(ld["totals"][k] for ld in self.loads) for k in keys}
+
+
+def load(settings: Settings, from_dir: Path | None = None, log: Log = print, progress: bool = True) -> LoadSummary:
+    """Landing folder(s) not yet loaded, or any folder of FHIR files -> the DuckDB raw layer."""
+    from ingestion.landing import complete_landings
+    from ingestion.raw_load import Loader, plan_from_directory, plan_from_landing
+    from ingestion.warehouse import connect, ensure_raw_schema
+
+    con = connect(settings.warehouse)
+    try:
+        ensure_raw_schema(con)
+        loader = Loader(con, log=log, progress=_stderr_progress("loading") if progress else None)
+        if from_dir is not None:
+            plans = [plan_from_directory(Path(from_dir))]
+        else:
+            plans = [plan_from_landing(d) for d in complete_landings(Path(settings.landing))]
+            plans = [p for p in plans if not loader.already_committed(p.load_id)]
+            if not plans:
+                log(f"load: nothing new in {settings.landing}")
+        loads = []
+        for plan in plans:
+            result = loader.load(plan)
+            if loader.progress:
+                print(file=sys.stderr)
+            loads.append(
+                {
+                    "load_id": result.load_id,
+                    "skipped": result.skipped,
+                    "counts": result.counts,
+                    "totals": result.totals()
+                    if result.counts
+                    else dict.fromkeys(("read", "loaded", "duplicate", "quarantined"), 0),
+                    "tombstones": result.tombstones,
+                    "export_errors": result.export_errors,
+                }
+            )
+            if not result.skipped:
+                log(
+                    f"load {result.load_id}: {_fmt(result.totals())}; {result.tombstones} tombstones, "
+                    f"{result.export_errors} export errors"
+                )
+                log(f"  {'type':<26} {'read':>9} {'loaded':>9} {'duplicate':>9} {'quarantined':>11}")
+                for t, c in sorted(result.counts.items()):
+                    log(f"  {t:<26} {c['read']:>9,} {c['loaded']:>9,} {c['duplicate']:>9,} {c['quarantined']:>11,}")
+        return LoadSummary(loads)
+    finally:
+        con.close()
+
+
+def _fmt(t: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in t.items())
