@@ -12,6 +12,7 @@ the dedupe as set operations.
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,7 +94,7 @@ def plan_from_directory(folder: Path, source: str | None = None) -> LoadPlan:
                 continue
             rel = str(p.relative_to(folder))
             if p.name.endswith((".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")):
-                files.append(InputFile(p, "ndjson", None, rel))
+                files.append(InputFile(p, "ndjson", _type_from_name(p.name), rel))
             elif p.name.endswith(".json"):
                 files.append(InputFile(p, "bundle", None, rel))
     if not files:
@@ -105,6 +106,12 @@ def plan_from_directory(folder: Path, source: str | None = None) -> LoadPlan:
     return LoadPlan(
         f"dir-{digest.hexdigest()[:16]}", source or f"dir:{folder}", "files", folder, None, transaction_time, files
     )
+
+
+def _type_from_name(name: str) -> str | None:
+    """Observation.ndjson, Observation-0001.ndjson.gz, Observation.000.ndjson -> Observation."""
+    m = re.match(r"([A-Z][A-Za-z]+)(?:[-_.]|$)", name)
+    return m.group(1) if m else None
 
 
 # --- reading ------------------------------------------------------------------------------------------

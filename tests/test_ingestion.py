@@ -1,0 +1,367 @@
+"""Ingestion against `outcomes ehr serve` on 127.0.0.1 and from files: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+from conftest import BIN, ROOT, EHRProcess, outcomes
+
+from ehr_simulator.generate import RESOURCE_TYPES, generate
+from ehr_simulator.params import GeneratorConfig
+from ingestion.warehouse import table_stem
+
+TYPES = [t for t in RESOURCE_TYPES if t != "Practitioner"]
+
+
+def expected_current(clinic: Path) -> dict[str, dict[str, str]]:
+    """What the EHR holds now: newest version per id, minus deletions and retractions."""
+    deleted = {json.loads(x)["id"] for x in (clinic / "_ehr" / "deleted.ndjson").read_text().splitlines()}
+    out: dict[str, dict[str, str]] = {}
+    for t in TYPES:
+        newest: dict[str, dict] = {}
+        for line in (clinic / f"{t}.ndjson").read_bytes().splitlines():
+            try:
+                r = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if r["id"] not in newest or int(r["meta"]["versionId"]) > int(newest[r["id"]]["meta"]["versionId"]):
+                newest[r["id"]] = r
+        dropped = {"entered-in-error", "cancelled"} if t == "Observation" else {"entered-in-error"}
+        out[t] = {
+            rid: r["meta"]["versionId"]
+            for rid, r in newest.items()
+            if rid not in deleted
+            and r.get("status") not in dropped
+            and not (t == "Observation" and _unloadable_observation(r))
+        }
+    return out
+
+
+def _unloadable_observation(r: dict) -> bool:
+    v = r.get("valueString")
+    if v is None:
+        return False
+    try:
+        float(v.strip())
+        return False
+    except ValueError:
+        return True
+
+
+def warehouse_current(path: Path) -> dict[str, dict[str, str]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {
+            t: dict(con.execute(f"SELECT resource_id, version_id FROM raw.{table_stem(t)}_current").fetchall())
+            for t in TYPES
+        }
+    finally:
+        con.close()
+
+
+def load_counts(path: Path) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("""SELECT l.load_id, sum(read), sum(loaded), sum(duplicate), sum(quarantined)
+                              FROM raw.load_log l JOIN raw.load_counts c USING (load_id)
+                              WHERE l.status = 'committed' GROUP BY l.load_id, l.load_seq ORDER BY l.load_seq""").fetchall()
+    finally:
+        con.close()
+
+
+def env_for(server: EHRProcess, keys: dict, warehouse: Path, alg: str = "RS384", **extra) -> dict:
+    client_id, key = keys[alg]
+    return {
+        "OUTCOMES_EHR_URL": server.base,
+        "OUTCOMES_CLIENT_ID": client_id,
+        "OUTCOMES_PRIVATE_KEY_PATH": str(key),
+        "OUTCOMES_WAREHOUSE": str(warehouse),
+        **extra,
+    }
+
+
+@pytest.fixture()
+def clinic(tmp_path) -> Path:
+    d = tmp_path / "ehr"
+    generate(GeneratorConfig(patients=50, seed=21), d)
+    return d
+
+
+@pytest.fixture()
+def keys(clinic, tmp_path) -> dict:
+    out = {}
+    for alg in ("RS384", "ES384"):
+        path = tmp_path / f"{alg}.pem"
+        outcomes(
+            "ehr",
+            "register-client",
+            "--data",
+            str(clinic),
+            "--key-out",
+            str(path),
+            "--alg",
+            alg,
+            "--client-id",
+            f"c-{alg}",
+        )
+        out[alg] = (f"c-{alg}", path)
+    return out
+
+
+@pytest.mark.parametrize("mode,alg", [("bulk", "RS384"), ("search", "ES384")])
+def test_full_then_incremental_matches_the_ehr(clinic, keys, tmp_path, mode, alg):
+    wh = tmp_path / "wh" / "warehouse.duckdb"
+    server = EHRProcess(clinic)
+    try:
+        env = env_for(server, keys, wh, alg, OUTCOMES_EXTRACT_MODE=mode)
+        first = outcomes("refresh", env=env)
+        assert "full" in first.stdout
+        assert warehouse_current(wh) == expected_current(clinic)
+        outcomes("ehr", "generate", "--continue-days", "20", "--out", str(clinic))
+        second = outcomes("refresh", env=env)
+        assert "incremental since" in second.stdout
+        assert warehouse_current(wh) == expected_current(clinic)
+    finally:
+        server.stop()
+    counts = load_counts(wh)
+    assert len(counts) == 2
+    for _, read, loaded, dup, quarantined in counts:
+        assert read == loaded + dup + quarantined
+    assert counts[1][1] < counts[0][1] / 3  # the second night carried only the delta
+    # rerunning the night finds nothing new and changes nothing
+    before = warehouse_current(wh)
+    outcomes("load", "--warehouse", str(wh))
+    assert warehouse_current(wh) == before and len(load_counts(wh)) == 2
+
+
+def test_same_landing_twice_changes_nothing(clinic, tmp_path):
+    wh = tmp_path / "warehouse.duckdb"
+    outcomes("load", "--from-dir", str(clinic), "--warehouse", str(wh))
+    snapshot = warehouse_current(wh)
+    again = outcomes("load", "--from-dir", str(clinic), "--warehouse", str(wh))
+    assert "already committed" in again.stdout
+    # the same files under another name are a new load made only of duplicates
+    copy = tmp_path / "copy"
+    shutil.copytree(clinic, copy)
+    (copy / "Patient.ndjson").touch()
+    outcomes("load", "--from-dir", str(copy), "--warehouse", str(wh))
+    assert warehouse_current(wh) == snapshot
+    counts = load_counts(wh)
+    assert counts[1][2] == 0 and counts[1][3] + counts[1][4] == counts[1][1]
+
+
+@pytest.mark.parametrize("fault", ["rate-limit", "unavailable", "expire-tokens", "truncate", "slow"])
+def test_each_fault_ends_with_correct_data(clinic, keys, tmp_path, fault):
+    wh = tmp_path / "warehouse.duckdb"
+    server = EHRProcess(clinic, faults=fault, max_lines_per_file=700)
+    try:
+        proc = outcomes("refresh", env=env_for(server, keys, wh))
+    finally:
+        server.stop()
+    assert warehouse_current(wh) == expected_current(clinic)
+    if fault in ("rate-limit", "unavailable", "truncate"):
+        assert "retrying" in proc.stdout or "retry 1" in proc.stdout
+    if fault == "expire-tokens":
+        assert "re-authentications" in proc.stdout and " 0 re-authentications" not in proc.stdout
+
+
+def test_killed_extract_resumes_the_same_job(clinic, keys, tmp_path):
+    wh = tmp_path / "warehouse.duckdb"
+    server = EHRProcess(clinic, faults="slow")
+    try:
+        env = {**os.environ, **env_for(server, keys, wh)}
+        proc = subprocess.Popen(
+            [str(BIN / "outcomes"), "extract"], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        landing = wh.parent / "landing"
+        deadline = time.time() + 30
+        while not list(landing.glob("*/job.json")) and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        jobs = list(landing.glob("*/job.json"))
+        assert len(jobs) == 1 and not list(landing.glob("*/landing.json"))
+        resumed = outcomes("refresh", env=env_for(server, keys, wh))
+        assert "resuming export" in resumed.stdout
+        assert len(list(landing.glob("*/job.json"))) == 1
+    finally:
+        server.stop()
+    assert warehouse_current(wh) == expected_current(clinic)
+
+
+def test_process_killed_mid_load_leaves_previous_state_then_rerun_is_correct(tmp_path):
+    big = tmp_path / "big"
+    generate(GeneratorConfig(patients=1500, seed=8), big)
+    wh = tmp_path / "warehouse.duckdb"
+    small = tmp_path / "small"
+    generate(GeneratorConfig(patients=20, seed=8), small)
+    outcomes("load", "--from-dir", str(small), "--warehouse", str(wh))
+    before = warehouse_current(wh)
+    proc = subprocess.Popen(
+        [str(BIN / "outcomes"), "load", "--from-dir", str(big), "--warehouse", str(wh)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(2.5)  # well inside the ~5 s load (startup ~1 s)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the load finished before it could be killed"
+    assert warehouse_current(wh) == before
+    outcomes("load", "--from-dir", str(big), "--warehouse", str(wh))
+    after = warehouse_current(wh)
+    expected = expected_current(big)
+    for t in TYPES:
+        assert set(expected[t]) <= set(after[t])
+    for _, read, loaded, dup, quarantined in load_counts(wh):
+        assert read == loaded + dup + quarantined
+
+
+def _obs(rid: str, version: str, status: str, value: dict, lu: str = "2026-03-01T10:00:00Z") -> dict:
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "meta": {"versionId": version, "lastUpdated": lu},
+        "status": status,
+        "code": {"coding": [{"system": "http://loinc.org", "code": "44261-6"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-03-01",
+        **value,
+    }
+
+
+def test_bad_lines_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
+    d = tmp_path / "files"
+    d.mkdir()
+    good = _obs("o1", "1", "final", {"valueInteger": 14})
+    lines = [
+        orjson.dumps(good),
+        orjson.dumps(good),  # duplicate line
+        b'{"resourceType":"Observation","id":"o2"',  # malformed
+        orjson.dumps(_obs("o3", "1", "draft", {"valueInteger": 3})),  # unknown status
+        orjson.dumps(_obs("o4", "1", "final", {"valueString": "twelve"})),  # unreadable value
+        orjson.dumps(_obs("o5", "1", "final", {"valueString": " 9 "})),  # readable string value
+        orjson.dumps(_obs("o6", "1", "final", {"valueQuantity": {"value": 11, "unit": "{score}"}})),
+        orjson.dumps({"resourceType": "Observation", "meta": {"versionId": "1"}, "status": "final"}),  # no id
+        orjson.dumps(_obs("o7", "1", "final", {"valueInteger": 5}, lu="last tuesday")),
+        b"",  # blank lines are not records
+        b"\xff\xfe not utf-8",
+        b"[1, 2, 3]",
+    ]
+    (d / "Observation.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    with gzip.open(d / "Patient.ndjson.gz", "wb") as f:
+        f.write(orjson.dumps({"resourceType": "Patient", "id": "p1", "meta": {"versionId": "1"}}) + b"\n")
+        f.write(orjson.dumps({"resourceType": "Condition", "id": "c1"}) + b"\n")  # not what the file name says
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": {"resourceType": "Patient", "id": "p2"}, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": _obs("o8", "1", "final", {"valueInteger": 7}), "request": {"method": "POST"}},
+            {"request": {"method": "POST", "url": "Patient"}},  # entry without a resource
+        ],
+    }
+    (d / "synthea_bundle.json").write_bytes(orjson.dumps(bundle))
+    wh = tmp_path / "warehouse.duckdb"
+    proc = outcomes("load", "--from-dir", str(d), "--warehouse", str(wh))
+    assert "quarantined" in proc.stdout
+    con = duckdb.connect(str(wh), read_only=True)
+    q = dict(con.execute("SELECT file || ':' || line_number, reason FROM raw.quarantine").fetchall())
+    assert q["Observation.ndjson:3"] == "malformed JSON"
+    assert q["Observation.ndjson:4"] == "unknown Observation status 'draft'"
+    assert q["Observation.ndjson:5"] == "unreadable value in valueString: 'twelve'"
+    assert q["Observation.ndjson:8"] == "missing id"
+    assert q["Observation.ndjson:9"].startswith("unparseable meta.lastUpdated")
+    assert q["Observation.ndjson:11"] == "invalid UTF-8"
+    assert q["Observation.ndjson:12"].startswith("not a JSON object")
+    assert q["synthea_bundle.json:3"].startswith("not a JSON object")
+    assert q["Patient.ndjson.gz:2"] == "resourceType Condition in a Patient file"
+    assert len(q) == 9
+    raw_text = con.execute(
+        "SELECT raw_text FROM raw.quarantine WHERE line_number = 3 AND file = 'Observation.ndjson'"
+    ).fetchall()[0][0]
+    assert raw_text == '{"resourceType":"Observation","id":"o2"'
+    scores = dict(
+        con.execute("SELECT resource_id, (value_score, value_source) FROM raw.observation_current").fetchall()
+    )
+    assert scores == {
+        "o1": (14.0, "valueInteger"),
+        "o5": (9.0, "valueString"),
+        "o6": (11.0, "valueQuantity"),
+        "o8": (7.0, "valueInteger"),
+    }
+    assert {r[0] for r in con.execute("SELECT resource_id FROM raw.patient_current").fetchall()} == {"p1", "p2"}
+    assert con.execute("SELECT count(*) FROM raw.condition_current").fetchall()[0][0] == 0
+    counts = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT resource_type, read, loaded, duplicate, quarantined FROM raw.load_counts"
+        ).fetchall()
+    }
+    assert counts["Observation"] == (12, 4, 1, 7)
+    for read, loaded, dup, quarantined in counts.values():
+        assert read == loaded + dup + quarantined
+    con.close()
+
+
+def test_amended_entered_in_error_preliminary_cancelled_and_deleted(tmp_path):
+    landing = tmp_path / "landing" / "20260301T000000Z-abc123"
+    (landing / "files").mkdir(parents=True)
+    lines = [
+        _obs("amend", "2", "amended", {"valueInteger": 12}, "2026-03-03T10:00:00-08:00"),  # newer version first
+        _obs("amend", "1", "final", {"valueInteger": 20}, "2026-03-01T10:00:00Z"),
+        _obs("eie", "1", "final", {"valueInteger": 27}, "2026-03-01T10:00:00Z"),
+        _obs("eie", "2", "entered-in-error", {"valueInteger": 27}, "2026-03-02T10:00:00Z"),
+        _obs("prelim", "1", "preliminary", {"valueInteger": 8}),
+        _obs("cancel", "1", "cancelled", {"valueInteger": 8}),
+        _obs("gone", "1", "final", {"valueInteger": 8}),
+    ]
+    (landing / "files" / "Observation-0001.ndjson").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    deletion = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": "Observation/gone"}}],
+    }
+    (landing / "files" / "deleted-0001.ndjson").write_bytes(orjson.dumps(deletion) + b"\n")
+    (landing / "landing.json").write_text(
+        json.dumps(
+            {
+                "export_id": landing.name,
+                "mode": "bulk",
+                "source": "ehr",
+                "since": None,
+                "transactionTime": "2026-03-05T00:00:00Z",
+                "deleted": ["files/deleted-0001.ndjson"],
+                "errors": [],
+                "files": [{"type": "Observation", "path": "files/Observation-0001.ndjson", "count": len(lines)}],
+            }
+        )
+    )
+    wh = tmp_path / "warehouse.duckdb"
+    outcomes("load", "--warehouse", str(wh), "--landing", str(tmp_path / "landing"))
+    con = duckdb.connect(str(wh), read_only=True)
+    current = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT resource_id, version_id, status, value_score, is_final FROM raw.observation_current"
+        ).fetchall()
+    }
+    assert current == {"amend": ("2", "amended", 12.0, True), "prelim": ("1", "preliminary", 8.0, False)}
+    audit = con.execute(
+        "SELECT count(*) FROM raw.observation_versions WHERE resource_id IN ('eie', 'gone')"
+    ).fetchall()[0][0]
+    assert audit == 4  # retracted and deleted resources stay in the versions table for audit
+    assert (
+        con.execute("SELECT tombstones FROM raw.load_counts WHERE resource_type = 'Observation'").fetchall()[0][0] == 1
+    )
+    assert con.execute("SELECT transaction_time FROM raw.load_log").fetchall()[0][0] == "2026-03-05T00:00:00Z"
+    con.close()
