@@ -74,7 +74,8 @@ def load_counts(path: Path) -> list[tuple]:
     try:
         return con.execute("""SELECT l.load_id, sum(read), sum(loaded), sum(duplicate), sum(quarantined)
                               FROM raw.load_log l JOIN raw.load_counts c USING (load_id)
-                              WHERE l.status = 'committed' GROUP BY l.load_id, l.load_seq ORDER BY l.load_seq""").fetchall()
+                              WHERE l.status = 'committed'
+                              GROUP BY l.load_id, l.load_seq ORDER BY l.load_seq""").fetchall()
     finally:
         con.close()
 
