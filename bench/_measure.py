@@ -22,8 +22,12 @@ def measure(fn: Callable, *args):
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, args, queue))
     proc.start()
-    out = queue.get()
+    while True:  # a child that dies (OOM, crash) must not leave us waiting forever
+        try:
+            out = queue.get(timeout=1)
+            break
+        except Exception:  # noqa: BLE001 - queue.Empty
+            if not proc.is_alive():
+                raise RuntimeError(f"benchmark child died with exit code {proc.exitcode}") from None
     proc.join()
-    if proc.exitcode != 0:
-        raise RuntimeError(f"benchmark child failed with exit code {proc.exitcode}")
     return out

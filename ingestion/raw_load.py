@@ -175,13 +175,12 @@ _FINAL = ", ".join(f"'{s}'" for s in FINAL_STATUSES)
 CLASSIFY_SQL = f"""
 CREATE OR REPLACE TEMP TABLE classified AS
 WITH parsed AS (
+    -- json_valid guards the extraction (cheaper than try(), which goes through an exception per bad row)
     SELECT file, line_number, line, fallback, declared_type,
-           line IS NOT NULL AND json_valid(line) AS valid,
-           CASE WHEN line IS NOT NULL AND json_valid(line) AND json_type(line) = 'OBJECT'
-                THEN json_extract_string(line, {_PATHS!r}) END AS f
+           CASE WHEN line IS NOT NULL AND json_valid(line) THEN json_extract_string(line, {_PATHS!r}) END AS f
     FROM batch
 ), fields AS (
-    SELECT file, line_number, line, fallback, declared_type, valid, f IS NOT NULL AS is_object,
+    SELECT file, line_number, line, fallback, declared_type, f IS NOT NULL AS valid,
            f[1] AS resource_type, f[2] AS resource_id, f[3] AS version_id, f[4] AS last_updated,
            f[5] AS status,
            CASE WHEN f[1] = 'Observation' THEN
@@ -196,11 +195,12 @@ WITH parsed AS (
                              WHEN 'valueString' THEN try_cast(trim(v_str) AS DOUBLE) END AS value_score
     FROM fields
 )
-SELECT *,
+SELECT * EXCLUDE (line, fallback),  -- the raw text stays in the batch; joined back on insert
     CASE
         WHEN line IS NULL THEN 'invalid UTF-8'
         WHEN NOT valid THEN 'malformed JSON'
-        WHEN NOT is_object THEN 'not a JSON object (a Bundle entry without a resource?)'
+        WHEN resource_type IS NULL AND json_type(line) <> 'OBJECT'
+            THEN 'not a JSON object (a Bundle entry without a resource?)'
         WHEN resource_type IS NULL THEN 'missing resourceType'
         WHEN NOT regexp_full_match(resource_type, '[A-Z][A-Za-z]{{1,63}}') THEN 'invalid resourceType'
         WHEN declared_type IS NOT NULL AND resource_type <> declared_type
@@ -216,9 +216,8 @@ SELECT *,
     END AS reason,
     coalesce(version_id, '') || '|' || coalesce(last_updated, '')
         || CASE WHEN version_id IS NULL AND last_updated IS NULL THEN '|' || md5(line) ELSE '' END AS version_key,
-    row_number() OVER (PARTITION BY resource_type, resource_id, version_id, last_updated,
-                       CASE WHEN version_id IS NULL AND last_updated IS NULL THEN md5(line) END
-                       ORDER BY line_number) > 1 AS repeated_in_batch
+    line_number <> min(line_number) OVER (PARTITION BY resource_type, resource_id, version_id, last_updated,
+        CASE WHEN version_id IS NULL AND last_updated IS NULL THEN md5(line) END) AS repeated_in_batch
 FROM typed
 """
 
@@ -230,8 +229,8 @@ def _insert_versions_sql(rtype: str, stem: str) -> str:
         INSERT INTO raw.{stem}_versions (resource_id, version_id, version_key, last_updated, last_updated_at,
             status, is_deleted, resource, source, load_id, load_seq, file, line_number, landed_at{obs_cols})
         SELECT c.resource_id, c.version_id, c.version_key, c.last_updated, c.last_updated_at, c.status, false,
-               c.line::JSON, $source, $load_id, $load_seq, c.file, c.line_number, $landed_at{obs_vals}
-        FROM classified c
+               b.line, $source, $load_id, $load_seq, c.file, c.line_number, $landed_at{obs_vals}
+        FROM classified c JOIN batch b USING (line_number)
         WHERE c.reason IS NULL AND c.resource_type = $rtype AND NOT c.repeated_in_batch
           AND NOT EXISTS (SELECT 1 FROM raw.{stem}_versions v
                           WHERE v.resource_id = c.resource_id AND v.version_key = c.version_key)"""
@@ -244,8 +243,10 @@ class Loader:
         log: Callable[[str], None] = print,
         progress: Callable[[str, int], None] | None = None,
         batch_lines: int = BATCH_LINES,
+        memory_limit: str = "1GB",
     ) -> None:
         self.con = con
+        self.memory_limit = memory_limit
         self.log = log
         self.progress = progress
         self.batch_lines = batch_lines
@@ -266,6 +267,8 @@ class Loader:
             return LoadResult(plan.load_id, skipped=True)
         started = datetime.now(UTC)
         result = LoadResult(plan.load_id, skipped=False)
+        # bounded memory whatever the export's size: DuckDB spills the open transaction to disk
+        con.execute(f"SET memory_limit = '{self.memory_limit}'")
         con.execute("BEGIN TRANSACTION")
         try:
             load_seq = con.execute("SELECT nextval('raw.load_seq')").fetchall()[0][0]
@@ -362,7 +365,6 @@ class Loader:
             )
             con.register("batch", batch)
             con.execute(CLASSIFY_SQL)
-            con.unregister("batch")
             per_type = con.execute("""
                 SELECT coalesce(CASE WHEN reason IS NULL OR regexp_full_match(resource_type, '[A-Z][A-Za-z]{1,63}')
                                      THEN resource_type END, declared_type, 'unknown') AS t,
@@ -372,10 +374,10 @@ class Loader:
             con.execute(
                 """
                 INSERT INTO raw.quarantine
-                SELECT $load_id, coalesce(CASE WHEN regexp_full_match(resource_type, '[A-Z][A-Za-z]{1,63}')
-                                               THEN resource_type END, declared_type, 'unknown'),
-                       file, line_number, coalesce(line, fallback), reason, $landed_at
-                FROM classified WHERE reason IS NOT NULL""",
+                SELECT $load_id, coalesce(CASE WHEN regexp_full_match(c.resource_type, '[A-Z][A-Za-z]{1,63}')
+                                               THEN c.resource_type END, c.declared_type, 'unknown'),
+                       c.file, line_number, coalesce(b.line, b.fallback), c.reason, $landed_at
+                FROM classified c JOIN batch b USING (line_number) WHERE c.reason IS NOT NULL""",
                 {"load_id": params["load_id"], "landed_at": params["landed_at"]},
             )
             for rtype, read, quarantined, valid in per_type:
@@ -388,6 +390,7 @@ class Loader:
                     loaded = inserted[0][0] if inserted else 0
                     c["loaded"] += loaded
                     c["duplicate"] += valid - loaded
+            con.unregister("batch")
             done += len(numbers)
             if self.progress:
                 self.progress(f.name, done)

@@ -81,7 +81,7 @@ def ensure_type_tables(con, resource_type: str) -> str:
         CREATE TABLE IF NOT EXISTS raw.{stem}_versions (
             resource_id VARCHAR NOT NULL, version_id VARCHAR, version_key VARCHAR NOT NULL,
             last_updated VARCHAR, last_updated_at TIMESTAMPTZ, status VARCHAR, is_deleted BOOLEAN NOT NULL,
-            resource JSON, source VARCHAR, load_id VARCHAR NOT NULL, load_seq BIGINT, file VARCHAR,
+            resource VARCHAR, source VARCHAR, load_id VARCHAR NOT NULL, load_seq BIGINT, file VARCHAR,
             line_number BIGINT, landed_at TIMESTAMPTZ{extra})""")
     # Analytics see the newest version of each resource; deletions and retractions (entered-in-error,
     # kept in the versions table for audit) remove it, and a cancelled Observation never happened.

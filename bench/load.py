@@ -1,0 +1,87 @@
+"""Raw-layer load throughput and peak memory (1k vs 10k patients), against a naive per-record path.
+
+The naive path is what one would write first: json-parse each line, validate it with a fhir.resources
+model, insert row by row into DuckDB. Both run in this script, on the same files.
+
+Usage: python bench/load.py [--sizes 1000,10000] [--naive-lines 60000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import measure  # noqa: E402
+
+
+def make_clinic(patients: int, out: str) -> None:
+    from ehr_simulator.generate import generate
+    from ehr_simulator.params import GeneratorConfig
+
+    generate(GeneratorConfig(patients=patients, seed=1), Path(out))
+
+
+def product_load(clinic: str, warehouse: str) -> int:
+    from ingestion.raw_load import Loader, plan_from_directory
+    from ingestion.warehouse import connect
+
+    con = connect(Path(warehouse))
+    result = Loader(con, log=lambda _: None).load(plan_from_directory(Path(clinic)))
+    con.close()
+    return result.totals()["read"]
+
+
+def naive_load(clinic: str, warehouse: str, max_lines: int) -> int:
+    import duckdb
+    import orjson
+    from fhir.resources.R4B import get_fhir_model_class
+
+    con = duckdb.connect(warehouse)
+    con.execute("CREATE TABLE resources (resource_type VARCHAR, id VARCHAR, version_id VARCHAR, resource JSON)")
+    n = 0
+    for f in sorted(Path(clinic).glob("*.ndjson")):
+        rows = []
+        for line in f.read_bytes().splitlines():
+            if n >= max_lines:
+                break
+            n += 1
+            try:
+                res = orjson.loads(line)
+                get_fhir_model_class(res["resourceType"]).model_validate(res)
+            except Exception:  # noqa: BLE001 - the naive path just skips what it cannot read
+                continue
+            rows.append((res["resourceType"], res["id"], res.get("meta", {}).get("versionId"), line.decode()))
+        con.executemany("INSERT INTO resources VALUES (?, ?, ?, ?)", rows)
+    con.close()
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--naive-lines", type=int, default=60_000, help="lines for the naive path (it is slow)")
+    args = ap.parse_args()
+    print(f"{'patients':>9} {'path':<8} {'lines':>9} {'seconds':>8} {'lines/s':>10} {'peak MiB':>9}")
+    rates = {}
+    for n in (int(x) for x in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory() as d:
+            clinic = f"{d}/clinic"
+            make_clinic(n, clinic)
+            secs, peak, lines = measure(product_load, clinic, f"{d}/product.duckdb")
+            rates[("product", n)] = lines / secs
+            print(f"{n:>9,} {'product':<8} {lines:>9,} {secs:>8.2f} {lines / secs:>10,.0f} {peak:>9.0f}")
+            if n == min(int(x) for x in args.sizes.split(",")):
+                secs, peak, lines = measure(naive_load, clinic, f"{d}/naive.duckdb", args.naive_lines)
+                rates[("naive", n)] = lines / secs
+                print(f"{n:>9,} {'naive':<8} {lines:>9,} {secs:>8.2f} {lines / secs:>10,.0f} {peak:>9.0f}")
+    naive = next(v for (p, _), v in rates.items() if p == "naive")
+    best = max(v for (p, _), v in rates.items() if p == "product")
+    print(f"speed-up over the naive path: {best / naive:.1f}x (largest size), "
+          f"{rates[('product', min(n for _, n in rates))] / naive:.1f}x (same size)")
+
+
+if __name__ == "__main__":
+    main()
