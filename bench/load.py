@@ -79,8 +79,10 @@ def main() -> None:
                 print(f"{n:>9,} {'naive':<8} {lines:>9,} {secs:>8.2f} {lines / secs:>10,.0f} {peak:>9.0f}")
     naive = next(v for (p, _), v in rates.items() if p == "naive")
     best = max(v for (p, _), v in rates.items() if p == "product")
-    print(f"speed-up over the naive path: {best / naive:.1f}x (largest size), "
-          f"{rates[('product', min(n for _, n in rates))] / naive:.1f}x (same size)")
+    print(
+        f"speed-up over the naive path: {best / naive:.1f}x (largest size), "
+        f"{rates[('product', min(n for _, n in rates))] / naive:.1f}x (same size)"
+    )
 
 
 if __name__ == "__main__":
