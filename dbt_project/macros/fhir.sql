@@ -1,0 +1,31 @@
+{#- Small FHIR helpers shared by the staging models. -#}
+
+{#- The id part of a reference ("Patient/123", "https://ehr/fhir/Patient/123" or "urn:uuid:123"). -#}
+{% macro fhir_reference_id(json_col, path, resource_type) -%}
+    regexp_extract(json_extract_string({{ json_col }}, '{{ path }}'), '(?:{{ resource_type }}/|urn:uuid:)([^/]+)$', 1)
+{%- endmacro %}
+
+{#- A list of {system, code, display} structs from a CodeableConcept's coding array. -#}
+{% macro fhir_codings(json_col, path) -%}
+    from_json(json_extract({{ json_col }}, '{{ path }}'), '[{"system":"VARCHAR","code":"VARCHAR","display":"VARCHAR"}]')
+{%- endmacro %}
+
+{#- An instant for a FHIR dateTime string. Date-only values become the clinic-local midnight of that day
+    (so a date-only assessment on the first infusion's day sorts before the infusion); partial dates
+    (YYYY or YYYY-MM) cannot be placed and stay NULL. -#}
+{% macro fhir_datetime(expr) -%}
+    case
+        when length({{ expr }}) = 10 then timezone('{{ var("clinic_timezone") }}', try_cast({{ expr }} as date)::timestamp)
+        when length({{ expr }}) > 10 then try_cast({{ expr }} as timestamptz)
+    end
+{%- endmacro %}
+
+{% macro fhir_precision(expr) -%}
+    case when {{ expr }} is null then null when length({{ expr }}) = 4 then 'year' when length({{ expr }}) = 7 then 'month'
+         when length({{ expr }}) = 10 then 'day' else 'time' end
+{%- endmacro %}
+
+{#- The clinic-local calendar date of an instant. -#}
+{% macro local_date(ts) -%}
+    (timezone('{{ var("clinic_timezone") }}', {{ ts }}))::date
+{%- endmacro %}

@@ -1,0 +1,25 @@
+with observations as (
+    select * from {{ ref('stg_fhir__observations') }}
+),
+
+codings as (
+    select observation_id, unnest(codings) as coding from observations
+),
+
+weight_ids as (
+    select distinct codings.observation_id
+    from codings
+    inner join {{ ref('body_weight_codes') }} as weight_codes
+        on coding.system = weight_codes.code_system and coding.code = weight_codes.code
+)
+
+select
+    observations.observation_id,
+    observations.patient_id,
+    observations.effective_at as measured_at,
+    case when observations.value_unit in ('g') then observations.value_score / 1000
+         when observations.value_unit in ('[lb_av]', 'lb', 'lbs') then observations.value_score * 0.45359237
+         else observations.value_score end as weight_kg
+from observations
+inner join weight_ids on observations.observation_id = weight_ids.observation_id
+where observations.is_final and observations.effective_at is not null and observations.value_score > 0

@@ -1,0 +1,37 @@
+-- Psychotherapy sessions: a psychotherapy CPT code; modality from the category or code codings.
+with procedures as (
+    select * from {{ ref('stg_fhir__procedures') }}
+    where procedure_status = 'completed' and performed_at is not null
+),
+
+cpt as (
+    select procedure_id, coding.code as cpt_code, codes.minutes, codes.is_add_on
+    from (select procedure_id, unnest(codings) as coding from procedures) as c
+    inner join {{ ref('psychotherapy_procedure_codes') }} as codes
+        on coding.system = codes.code_system and coding.code = codes.code
+    qualify row_number() over (partition by procedure_id order by codes.is_add_on, codes.code) = 1
+),
+
+modality as (
+    select procedure_id, modalities.modality
+    from (
+        select procedure_id, unnest(list_concat(coalesce(category_codings, []), coalesce(codings, []))) as coding
+        from procedures
+    ) as c
+    inner join {{ ref('psychotherapy_modality_codes') }} as modalities
+        on coding.system = modalities.code_system and coding.code = modalities.code
+    qualify row_number() over (partition by procedure_id order by modalities.modality) = 1
+)
+
+select
+    procedures.procedure_id as session_id,
+    procedures.patient_id,
+    cpt.cpt_code,
+    cpt.minutes,
+    coalesce(modality.modality, 'unspecified') as modality,
+    procedures.performed_at as session_at,
+    {{ local_date('procedures.performed_at') }} as session_date
+from procedures
+inner join cpt on procedures.procedure_id = cpt.procedure_id
+left join modality on procedures.procedure_id = modality.procedure_id
+-- add-on codes bill psychotherapy inside another visit: still a session

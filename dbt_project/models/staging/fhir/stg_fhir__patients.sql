@@ -1,0 +1,10 @@
+-- Typing only. Names, MRNs, addresses and contacts are not selected: they stay in the raw layer.
+select
+    resource_id as patient_id,
+    try_cast(json_extract_string(resource, '$.birthDate') as date) as birth_date,
+    json_extract_string(resource, '$.birthDate') as birth_date_raw,
+    json_extract_string(resource, '$.gender') as gender,
+    coalesce(try_cast(json_extract_string(resource, '$.deceasedBoolean') as boolean), false)
+        or json_extract_string(resource, '$.deceasedDateTime') is not null as is_deceased,
+    last_updated_at
+from {{ source('fhir', 'patient_current') }}
