@@ -137,9 +137,10 @@ def _score(rng: random.Random, inst: Instrument, baseline: int, state: str) -> i
     if state == "blip":
         top = min(baseline, (inst.single_visit_relapse or 10**6) - 1)
         return rng.randint(hi + 1, max(hi + 1, top))
-    # fail: does not meet response, no worse than baseline
+    # fail: does not meet response, no worse than baseline (fail_below: also under the single-visit
+    # threshold when the baseline leaves room for it)
     top = min(baseline, (inst.single_visit_relapse or 10**6) - 1) if state == "fail_below" else baseline
-    return rng.randint(min(hi + 1, top), max(hi + 1, top))
+    return rng.randint(hi + 1, max(hi + 1, top))
 
 
 def _lognormal_days(rng: random.Random, median: float, sigma: float) -> int:
@@ -520,7 +521,10 @@ def _simulate_course(
     observed = [t for t in relapse_day.values() if t is not None]
     first_relapse = min(observed) if observed else None
     booster_day = None
-    if first_relapse is not None and rng.random() < prm.booster_on_relapse:
+    # a booster within 14 days of the last infusion would, by definition, extend the induction: clinics
+    # give relapse boosters later than that
+    # (and one after a 90-day gap would start a new course)
+    if first_relapse is not None and 14 < first_relapse <= 90 and rng.random() < prm.booster_on_relapse:
         booster_day = first_relapse
     elif (
         not dropout and not clin_resp and not self_resp and len(visits) > 2 and rng.random() < prm.booster_nonresponder
@@ -602,11 +606,19 @@ def _simulate_course(
 
     # --- Endpoint and follow-up ------------------------------------------------------------------
     blip_prev = False
+    next_visit = dict(zip(all_visits, all_visits[1:]))
     for day_off in all_visits:
         vday = last_inf + timedelta(days=day_off)
         at = clock.at(vday, rng.randint(8, 16), rng.choice((0, 10, 30, 50)))
         is_endpoint = day_off == endpoint_offset
-        blip = (not is_endpoint) and (not blip_prev) and rng.random() < prm.blip_per_followup_visit
+        # a single loss of response, never right before a relapse visit (two in a row would be a relapse)
+        following = next_visit.get(day_off)
+        blip = (
+            (not is_endpoint)
+            and (not blip_prev)
+            and rng.random() < prm.blip_per_followup_visit
+            and not any(t is not None and following is not None and following >= t for t in relapse_day.values())
+        )
         blip_prev = blip
         for name in instruments:
             inst = INSTRUMENTS[name]
@@ -698,6 +710,7 @@ def _simulate_course(
                 "relapsed": relapsed,
                 "days_to_relapse_or_censor": days,
                 "booster_day": booster_day,
+                "last_visit_day": (last_inf + timedelta(days=all_visits[-1])).isoformat() if all_visits else None,
             }
         )
     return last_inf + timedelta(days=all_visits[-1] if all_visits else 0)
