@@ -606,7 +606,7 @@ def _simulate_course(
 
     # --- Endpoint and follow-up ------------------------------------------------------------------
     blip_prev = False
-    next_visit = dict(zip(all_visits, all_visits[1:]))
+    next_visit = dict(zip(all_visits, all_visits[1:], strict=False))
     for day_off in all_visits:
         vday = last_inf + timedelta(days=day_off)
         at = clock.at(vday, rng.randint(8, 16), rng.choice((0, 10, 30, 50)))
