@@ -27,10 +27,11 @@ def _run(fn, *a, **kw):
     from ingestion.fhir_client import ExtractError
     from ingestion.warehouse import WarehouseBusy
     from pipeline.cli import CliError
+    from pipeline.transform import TransformError
 
     try:
         return fn(*a, **kw)
-    except (ExtractError, WarehouseBusy, FileNotFoundError, ValueError) as e:
+    except (ExtractError, WarehouseBusy, FileNotFoundError, ValueError, TransformError) as e:
         raise CliError(str(e)) from None
 
 
@@ -45,6 +46,13 @@ def cmd_load(args: argparse.Namespace) -> int:
     from pipeline import steps
 
     _run(steps.load, _settings(args), from_dir=Path(args.from_dir) if args.from_dir else None)
+    return 0
+
+
+def cmd_transform(args: argparse.Namespace) -> int:
+    from pipeline import steps
+
+    _run(steps.transform, _settings(args))
     return 0
 
 
@@ -102,6 +110,14 @@ def register(sub) -> None:
     _common(ld)
     ld.add_argument("--from-dir", help="load this folder of FHIR files instead of the landing folder")
     ld.set_defaults(func=cmd_load)
+
+    t = sub.add_parser(
+        "transform",
+        help="dbt build: staging, intermediate and marts, with data and unit tests",
+        description="Run `dbt build` on the warehouse (seeds, models, data tests, unit tests).",
+    )
+    _common(t)
+    t.set_defaults(func=cmd_transform)
 
     r = sub.add_parser(
         "refresh",

@@ -24,6 +24,7 @@ def run(settings: Settings, from_dir: Path | None = None, full: bool = False, lo
         timed("extract", steps.extract, settings, full=full, log=log)
     loaded = timed("load", steps.load, settings, from_dir=from_dir, log=log)
     summary["load"] = loaded.totals
+    summary["dbt"] = timed("transform", steps.transform, settings, log=log)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     log("== summary")
     log(f"  steps (s): {', '.join(f'{k} {v}' for k, v in summary['steps'].items())}; total {summary['seconds']}s")

@@ -140,3 +140,11 @@ def load(settings: Settings, from_dir: Path | None = None, log: Log = print, pro
 
 def _fmt(t: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in t.items())
+
+
+def transform(settings: Settings, log: Log = print, dbt_vars: dict | None = None) -> dict:
+    """dbt build: staging -> intermediate -> marts, with data tests and unit tests."""
+    from pipeline.transform import build
+
+    return build(Path(settings.warehouse), dbt_vars={"clinic_timezone": settings.clinic_tz, **(dbt_vars or {})},
+                 log=log)

@@ -1,0 +1,63 @@
+"""The dbt step: `dbt build` (seeds, models, data tests, unit tests) in-process on the warehouse file."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
+
+
+class TransformError(RuntimeError):
+    pass
+
+
+@contextmanager
+def _env(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def dbt_invoke(warehouse: Path, args: list[str], dbt_vars: dict | None = None, quiet: bool = False):
+    """Run one dbt command against `warehouse`; returns dbt's result object."""
+    from dbt.cli.main import dbtRunner
+
+    project = Path(os.environ.get("OUTCOMES_DBT_PROJECT_DIR", DBT_PROJECT))
+    cli = [*args, "--project-dir", str(project), "--profiles-dir", str(project)]
+    if dbt_vars:
+        cli += ["--vars", json.dumps(dbt_vars)]
+    if quiet:
+        cli.insert(0, "--quiet")
+    with _env(OUTCOMES_WAREHOUSE=str(Path(warehouse).resolve()), DBT_SEND_ANONYMOUS_USAGE_STATS="False"):
+        return dbtRunner().invoke(cli)
+
+
+def build(warehouse: Path, dbt_vars: dict | None = None, select: str | None = None,
+          log: Callable[[str], None] = print, quiet: bool = False) -> dict:
+    """`dbt build`; raises TransformError naming what failed."""
+    args = ["build"] + (["--select", select] if select else [])
+    result = dbt_invoke(warehouse, args, dbt_vars, quiet)
+    if result.exception is not None:
+        raise TransformError(f"dbt could not run: {result.exception}")
+    statuses: dict[str, int] = {}
+    failed = []
+    for r in result.result or []:
+        status = str(r.status)
+        statuses[status] = statuses.get(status, 0) + 1
+        if status in ("error", "fail"):
+            failed.append(f"{r.node.name}: {(r.message or '').strip()[:300]}")
+    if not result.success:
+        raise TransformError("dbt build failed:\n  " + "\n  ".join(failed or ["see the dbt log above"]))
+    log(f"dbt build: {', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}")
+    return statuses
