@@ -146,5 +146,6 @@ def transform(settings: Settings, log: Log = print, dbt_vars: dict | None = None
     """dbt build: staging -> intermediate -> marts, with data tests and unit tests."""
     from pipeline.transform import build
 
-    return build(Path(settings.warehouse), dbt_vars={"clinic_timezone": settings.clinic_tz, **(dbt_vars or {})},
-                 log=log)
+    return build(
+        Path(settings.warehouse), dbt_vars={"clinic_timezone": settings.clinic_tz, **(dbt_vars or {})}, log=log
+    )

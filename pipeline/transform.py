@@ -43,8 +43,13 @@ def dbt_invoke(warehouse: Path, args: list[str], dbt_vars: dict | None = None, q
         return dbtRunner().invoke(cli)
 
 
-def build(warehouse: Path, dbt_vars: dict | None = None, select: str | None = None,
-          log: Callable[[str], None] = print, quiet: bool = False) -> dict:
+def build(
+    warehouse: Path,
+    dbt_vars: dict | None = None,
+    select: str | None = None,
+    log: Callable[[str], None] = print,
+    quiet: bool = False,
+) -> dict:
     """`dbt build`; raises TransformError naming what failed."""
     args = ["build"] + (["--select", select] if select else [])
     result = dbt_invoke(warehouse, args, dbt_vars, quiet)

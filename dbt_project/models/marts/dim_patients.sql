@@ -51,7 +51,7 @@ aged as (
 select
     patient_key,
     case when age_at_first_course is null or age_at_first_course <= 89 then year(birth_date) end as birth_year,
-    least(age_at_first_course, 90) as age_at_first_course,
+    case when age_at_first_course > 90 then 90 else age_at_first_course end as age_at_first_course,
     coalesce(gender, 'unknown') as sex,
     coalesce(has_depression, false) as has_depression,
     coalesce(has_ptsd, false) as has_ptsd,

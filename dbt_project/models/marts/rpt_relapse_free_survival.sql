@@ -47,9 +47,9 @@ select
     protocol,
     instrument,
     day,
-    n_at_risk,
-    n_relapsed,
-    n_censored,
+    n_at_risk::bigint as n_at_risk,
+    n_relapsed::bigint as n_relapsed,
+    n_censored::bigint as n_censored,
     survival,
     case when survival >= 1 then 1.0
          when survival <= 0 then null

@@ -1,0 +1,170 @@
+"""The dbt warehouse on generated clinics: build, Kaplan-Meier against lifelines, recovery of the truth."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from conftest import outcomes
+
+from ehr_simulator.generate import generate
+from ehr_simulator.params import GeneratorConfig
+
+IDENTIFYING = (
+    "name",
+    "family",
+    "given",
+    "mrn",
+    "identifier",
+    "address",
+    "phone",
+    "email",
+    "telecom",
+    "birth_date",
+    "birthdate",
+    "patient_id",
+    "postal",
+    "city",
+)
+
+
+@pytest.fixture(scope="module")
+def clinic_warehouse(tmp_path_factory) -> tuple[Path, Path]:
+    """A 2,000-patient clinic (with EHR mess) refreshed from files: the real load + dbt build."""
+    root = tmp_path_factory.mktemp("warehouse")
+    ehr = root / "ehr"
+    generate(GeneratorConfig(patients=2000, seed=314), ehr)
+    wh = root / "warehouse.duckdb"
+    proc = outcomes("refresh", "--from-dir", str(ehr), "--warehouse", str(wh))
+    assert "dbt build:" in proc.stdout and "error" not in proc.stdout.split("dbt build:")[1].split("\n")[0]
+    return ehr, wh
+
+
+def _con(wh: Path):
+    return duckdb.connect(str(wh), read_only=True)
+
+
+def test_marts_carry_no_identifying_data(clinic_warehouse):
+    ehr, wh = clinic_warehouse
+    con = _con(wh)
+    columns = con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'marts'"
+    ).fetchall()
+    assert {t for t, _ in columns} >= {
+        "dim_patients",
+        "fct_assessments",
+        "fct_infusions",
+        "fct_psychotherapy_sessions",
+        "fct_treatment_courses",
+        "fct_course_outcomes",
+        "rpt_relapse_free_survival",
+        "rpt_outcome_rates_by_week",
+        "rpt_protocol_summary",
+        "rpt_rater_concordance",
+    }
+    leaked = [(t, c) for t, c in columns if any(word in c.lower() for word in IDENTIFYING)]
+    assert not leaked
+    patient_ids = {
+        json.loads(line)["id"]
+        for line in (ehr / "Patient.ndjson").read_text().splitlines()
+        if line.startswith('{"resourceType":"Patient","id"') and line.endswith("}")
+    }
+    keys = {r[0] for r in con.execute("SELECT patient_key FROM marts.dim_patients").fetchall()}
+    assert keys and not keys & patient_ids
+    assert all(len(k) == 32 for k in keys)
+    ages = [r[0] for r in con.execute("SELECT age_at_first_course FROM marts.dim_patients").fetchall() if r[0]]
+    assert max(ages) == 90  # 90+ capped (the generator has a few patients over 90)
+    assert (
+        con.execute(
+            "SELECT count(*) FROM marts.dim_patients WHERE age_at_first_course = 90 AND birth_year IS NOT NULL"
+        ).fetchall()[0][0]
+        == 0
+    )
+    con.close()
+
+
+def test_relapse_free_survival_matches_lifelines(clinic_warehouse):
+    from lifelines import KaplanMeierFitter
+
+    _, wh = clinic_warehouse
+    con = _con(wh)
+    durations = con.sql("""SELECT protocol, instrument, days_to_relapse_or_censor, relapsed
+                               FROM marts.fct_course_outcomes WHERE is_responder""").pl()
+    km = con.sql("SELECT * FROM marts.rpt_relapse_free_survival ORDER BY protocol, instrument, day").pl()
+    con.close()
+    checked = 0
+    for (protocol, instrument), group in durations.group_by(["protocol", "instrument"]):
+        mine = km.filter((pl.col("protocol") == protocol) & (pl.col("instrument") == instrument))
+        assert mine["day"][0] == 0 and mine["survival"][0] == 1.0
+        fitter = KaplanMeierFitter(alpha=0.05).fit(
+            group["days_to_relapse_or_censor"].to_numpy(), group["relapsed"].to_numpy()
+        )
+        sf = fitter.survival_function_.iloc[:, 0]
+        ci = fitter.confidence_interval_
+        table = fitter.event_table
+        assert list(mine["day"]) == [int(t) for t in sf.index]
+        for row in mine.iter_rows(named=True):
+            t = row["day"]
+            assert row["survival"] == pytest.approx(sf.loc[t], abs=1e-6)
+            assert row["n_at_risk"] == table.loc[t, "at_risk"]
+            assert row["n_relapsed"] == table.loc[t, "observed"]
+            assert row["n_censored"] == table.loc[t, "censored"]
+            lower, upper = ci.loc[t].iloc[0], ci.loc[t].iloc[1]
+            if row["ci_lower"] is None:
+                assert row["survival"] == 0
+                continue
+            assert row["ci_lower"] == pytest.approx(lower, abs=1e-6)
+            assert row["ci_upper"] == pytest.approx(upper, abs=1e-6)
+            assert row["ci_lower"] <= row["survival"] <= row["ci_upper"]
+            checked += 1
+    assert checked > 200
+
+
+def test_recovered_rates_and_relapse_medians_match_the_truth(clinic_warehouse):
+    ehr, wh = clinic_warehouse
+    truth = pl.read_ndjson(ehr / "truth" / "courses.ndjson")
+    params = json.loads((ehr / "truth" / "parameters.json").read_text())["params"]
+    con = _con(wh)
+    summary = con.sql("SELECT * FROM marts.rpt_protocol_summary").pl()
+    pooled = con.sql("""SELECT instrument, avg(is_responder::int) AS response, avg(is_remitter::int) AS remission
+                            FROM marts.fct_course_outcomes WHERE is_evaluable GROUP BY instrument""").pl()
+    con.close()
+    latent = (
+        truth.filter(pl.col("evaluable"))
+        .group_by("instrument")
+        .agg(pl.col("latent_responder").mean().alias("response"), pl.col("latent_remitter").mean().alias("remission"))
+    )
+    for instrument in ("madrs", "phq9"):
+        got = pooled.filter(pl.col("instrument") == instrument).row(0, named=True)
+        want = latent.filter(pl.col("instrument") == instrument).row(0, named=True)
+        assert got["response"] == pytest.approx(want["response"], abs=0.04), instrument
+        assert got["remission"] == pytest.approx(want["remission"], abs=0.04), instrument
+    clin = params["clinician_response"]
+    madrs = pooled.filter(pl.col("instrument") == "madrs").row(0, named=True)
+    assert madrs["response"] == pytest.approx(clin, abs=0.05)
+    for protocol, median in params["relapse_median_days"].items():
+        row = summary.filter((pl.col("protocol") == protocol) & (pl.col("instrument") == "madrs")).row(0, named=True)
+        assert row["median_relapse_free_days"] == pytest.approx(median, rel=0.3), protocol
+        if protocol != "ketamine_only":
+            assert row["logrank_p_vs_ketamine_only"] < 0.05  # psychotherapy protocols relapse later
+    assert not math.isnan(statistics.mean(summary["response_rate"].drop_nulls()))
+
+
+def test_counts_add_up_across_marts(clinic_warehouse):
+    _, wh = clinic_warehouse
+    con = _con(wh)
+    courses = con.execute("SELECT count(*) FROM marts.fct_treatment_courses").fetchall()[0][0]
+    outcome_courses = con.execute("SELECT count(DISTINCT course_id) FROM marts.fct_course_outcomes").fetchall()[0][0]
+    infusions = con.execute(
+        "SELECT sum(induction_infusions + booster_infusions) FROM marts.fct_treatment_courses"
+    ).fetchall()[0][0]
+    assert infusions == con.execute("SELECT count(*) FROM marts.fct_infusions").fetchall()[0][0]
+    assert outcome_courses <= courses and outcome_courses > 0.95 * courses
+    protocols = dict(con.execute("SELECT protocol, count(*) FROM marts.fct_treatment_courses GROUP BY 1").fetchall())
+    assert set(protocols) == {"ketamine_only", "ketamine_cbt", "ketamine_mbrp", "ketamine_kap"}
+    con.close()
