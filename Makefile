@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PATIENTS ?= 300
 SEED ?= 42
 
-.PHONY: demo test lint format bootstrap chromium bench clean help
+.PHONY: demo test lint format bootstrap chromium bench docs clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -42,6 +42,13 @@ format: bootstrap
 
 bench: bootstrap  ## benchmarks that print figures
 	$(BIN)/python bench/generator.py
+	$(BIN)/python bench/load.py
+	$(BIN)/python bench/dbt_build.py
+
+docs: bootstrap  ## build the dbt docs site (catalogue of every model and column) into dbt_project/target
+	@test -f data/warehouse.duckdb || $(MAKE) demo
+	cd dbt_project && OUTCOMES_WAREHOUSE=$(CURDIR)/data/warehouse.duckdb DBT_PROFILES_DIR=. ../$(BIN)/dbt docs generate --quiet
+	@echo "dbt docs: $(CURDIR)/dbt_project/target/index.html (serve with: cd dbt_project && ../$(BIN)/dbt docs serve --host 127.0.0.1)"
 
 clean:
 	rm -rf data .pytest_cache
