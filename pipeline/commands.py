@@ -27,11 +27,12 @@ def _run(fn, *a, **kw):
     from ingestion.fhir_client import ExtractError
     from ingestion.warehouse import WarehouseBusy
     from pipeline.cli import CliError
+    from pipeline.steps import QualityGateError
     from pipeline.transform import TransformError
 
     try:
         return fn(*a, **kw)
-    except (ExtractError, WarehouseBusy, FileNotFoundError, ValueError, TransformError) as e:
+    except (ExtractError, WarehouseBusy, FileNotFoundError, ValueError, TransformError, QualityGateError) as e:
         raise CliError(str(e)) from None
 
 
@@ -53,6 +54,23 @@ def cmd_transform(args: argparse.Namespace) -> int:
     from pipeline import steps
 
     _run(steps.transform, _settings(args))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pipeline import steps
+    from pipeline.cli import CliError
+
+    settings = _settings(args)
+    suites = ["raw", "marts"] if args.suite == "all" else [args.suite]
+    failed = []
+    for suite in suites:
+        fn = steps.validate_raw if suite == "raw" else steps.validate_marts
+        result = _run(fn, settings, raise_on_critical=False)
+        if not result.passed:
+            failed.append(suite)
+    if failed:
+        raise CliError(f"critical expectations failed in: {', '.join(failed)} (see quality.expectation_results)")
     return 0
 
 
@@ -118,6 +136,16 @@ def register(sub) -> None:
     )
     _common(t)
     t.set_defaults(func=cmd_transform)
+
+    c = sub.add_parser(
+        "check",
+        help="run the quality suites on demand; exits non-zero on a critical failure",
+        description="Run the Great Expectations suites (raw: quarantine + critical checks on the raw layer; "
+        "marts: invariants of the freshly built marts) and print a summary. Results go to quality.* and Data Docs.",
+    )
+    _common(c)
+    c.add_argument("--suite", choices=("raw", "marts", "all"), default="all")
+    c.set_defaults(func=cmd_check)
 
     r = sub.add_parser(
         "refresh",

@@ -24,10 +24,24 @@ def run(settings: Settings, from_dir: Path | None = None, full: bool = False, lo
         timed("extract", steps.extract, settings, full=full, log=log)
     loaded = timed("load", steps.load, settings, from_dir=from_dir, log=log)
     summary["load"] = loaded.totals
+    raw_gate = timed("validate raw", steps.validate_raw, settings, log=log)
     summary["dbt"] = timed("transform", steps.transform, settings, log=log)
+    mart_gate = timed("validate marts", steps.validate_marts, settings, log=log)
+    timed("publish", steps.publish, settings, log=log)
+    summary["quality"] = {
+        "raw_quarantined": sum(raw_gate.quarantined.values()),
+        "raw_warnings": len(raw_gate.warnings),
+        "mart_warnings": len(mart_gate.warnings),
+        "docs": raw_gate.docs_index,
+    }
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     log("== summary")
     log(f"  steps (s): {', '.join(f'{k} {v}' for k, v in summary['steps'].items())}; total {summary['seconds']}s")
     log(f"  raw load: {', '.join(f'{k} {v:,}' for k, v in loaded.totals.items())}")
-    log(f"  warehouse: {settings.warehouse}")
+    log(
+        f"  quality: passed; {summary['quality']['raw_quarantined']:,} records quarantined, "
+        f"{summary['quality']['raw_warnings'] + summary['quality']['mart_warnings']} warnings "
+        f"(Data Docs: {summary['quality']['docs']})"
+    )
+    log(f"  warehouse: {settings.warehouse} (marts published to schema marts)")
     return summary

@@ -143,9 +143,81 @@ def _fmt(t: dict[str, int]) -> str:
 
 
 def transform(settings: Settings, log: Log = print, dbt_vars: dict | None = None) -> dict:
-    """dbt build: staging -> intermediate -> marts, with data tests and unit tests."""
+    """dbt build: staging -> intermediate -> marts (into marts_build), with data tests and unit tests."""
+    from expectations.store import ensure_quality_schema
+    from ingestion.warehouse import connect, ensure_raw_schema
     from pipeline.transform import build
+
+    con = connect(settings.warehouse)
+    try:  # the sources dbt reads must exist even before the first load or gate
+        ensure_raw_schema(con)
+        ensure_quality_schema(con)
+    finally:
+        con.close()
 
     return build(
         Path(settings.warehouse), dbt_vars={"clinic_timezone": settings.clinic_tz, **(dbt_vars or {})}, log=log
     )
+
+
+class QualityGateError(RuntimeError):
+    """A critical expectation failed: the refresh stops and the published marts stay as they were."""
+
+
+def quality_docs_dir(settings: Settings) -> Path:
+    return Path(settings.warehouse).parent / "quality_docs"
+
+
+def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool):
+    import time
+
+    from expectations.gate import run_suite
+    from expectations.publish import BUILD_SCHEMA
+    from expectations.suites import mart_checks, mart_frames, raw_checks, raw_frames
+    from ingestion.warehouse import connect, ensure_raw_schema
+
+    con = connect(settings.warehouse)
+    try:
+        if suite == "raw":
+            ensure_raw_schema(con)
+            now = time.time() + 86400  # a day of clock skew between the EHR and this machine is tolerated
+            result = run_suite(
+                con, "raw", raw_frames(), lambda gx: raw_checks(gx, now), quality_docs_dir(settings), log
+            )
+        else:
+            result = run_suite(con, "marts", mart_frames(BUILD_SCHEMA), mart_checks, quality_docs_dir(settings), log)
+    finally:
+        con.close()
+    for line in result.summary_lines():
+        log(line)
+    if raise_on_critical and not result.passed:
+        raise QualityGateError(
+            f"{suite} quality gate failed: "
+            + "; ".join(result.critical_failures)
+            + f" (details: quality.expectation_results run {result.run_id}; {result.docs_index})"
+        )
+    return result
+
+
+def validate_raw(settings: Settings, log: Log = print, raise_on_critical: bool = True):
+    """Raw gate: row-level failures are quarantined; critical failures stop the refresh."""
+    return _gate(settings, "raw", log, raise_on_critical)
+
+
+def validate_marts(settings: Settings, log: Log = print, raise_on_critical: bool = True):
+    """Mart gate on the freshly built marts (marts_build), before they are published."""
+    return _gate(settings, "marts", log, raise_on_critical)
+
+
+def publish(settings: Settings, log: Log = print) -> list[str]:
+    """Copy the accepted marts to the `marts` schema in one transaction."""
+    from expectations.publish import publish as publish_marts
+    from ingestion.warehouse import connect
+
+    con = connect(settings.warehouse)
+    try:
+        tables = publish_marts(con)
+    finally:
+        con.close()
+    log(f"published {len(tables)} marts to schema marts")
+    return tables

@@ -29,3 +29,11 @@
 {% macro local_date(ts) -%}
     (timezone('{{ var("clinic_timezone") }}', {{ ts }}))::date
 {%- endmacro %}
+
+{#- Leave out records the quality gate quarantined (quality.quarantined_records, rewritten each run). -#}
+{% macro not_quarantined(resource_type, id_column) -%}
+    {{ id_column }} not in (
+        select resource_id from {{ source('quality', 'quarantined_records') }}
+        where resource_type = '{{ resource_type }}'
+    )
+{%- endmacro %}

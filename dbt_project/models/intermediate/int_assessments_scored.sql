@@ -42,5 +42,6 @@ from observations
 inner join mapped on observations.observation_id = mapped.observation_id and mapped.match_rank = 1
 -- final / amended / corrected count; preliminary and registered are not results yet
 where observations.is_final
+    and {{ not_quarantined('Observation', 'observations.observation_id') }}
     and observations.effective_at is not null
     and observations.value_score is not null

@@ -23,3 +23,4 @@ select
 from observations
 inner join weight_ids on observations.observation_id = weight_ids.observation_id
 where observations.is_final and observations.effective_at is not null and observations.value_score > 0
+    and {{ not_quarantined('Observation', 'observations.observation_id') }}

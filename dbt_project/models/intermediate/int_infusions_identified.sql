@@ -2,6 +2,7 @@
 with administrations as (
     select * from {{ ref('stg_fhir__medication_administrations') }}
     where administration_status in ('completed', 'in-progress') and started_at is not null
+        and {{ not_quarantined('MedicationAdministration', 'medication_administration_id') }}
 ),
 
 codings as (

@@ -2,6 +2,7 @@
 with procedures as (
     select * from {{ ref('stg_fhir__procedures') }}
     where procedure_status = 'completed' and performed_at is not null
+        and {{ not_quarantined('Procedure', 'procedure_id') }}
 ),
 
 cpt as (

@@ -1,0 +1,220 @@
+"""Run expectation suites with Great Expectations on frames pulled from DuckDB; persist and quarantine.
+
+GX 1.x cannot validate DuckDB through SQL here, so each frame is pulled with DuckDB and validated as a
+pandas DataFrame. Results go to the `quality` schema and to GX Data Docs.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from expectations.store import QUARANTINE_TABLE, ensure_quality_schema
+from expectations.suites import CRITICAL, QUARANTINE, Check, Frame
+
+
+@dataclass
+class GateResult:
+    run_id: str
+    suite: str
+    critical_failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    quarantined: dict[str, int] = field(default_factory=dict)
+    results: list[dict] = field(default_factory=list)
+    docs_index: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.critical_failures
+
+    def summary_lines(self) -> list[str]:
+        lines = [
+            f"{self.suite}: {'PASSED' if self.passed else 'FAILED'} — {len(self.results)} expectations, "
+            f"{len(self.critical_failures)} critical failures, {len(self.warnings)} warnings, "
+            f"{sum(self.quarantined.values())} records quarantined"
+        ]
+        lines += [f"  CRITICAL {x}" for x in self.critical_failures]
+        lines += [f"  warning  {x}" for x in self.warnings]
+        lines += [f"  quarantined {n:,} by {name}" for name, n in sorted(self.quarantined.items()) if n]
+        return lines
+
+
+def _quiet_gx() -> None:
+    for name in (
+        "great_expectations",
+        "great_expectations.core",
+        "great_expectations._docs_decorators",
+        "great_expectations.data_context.types.base",
+        "great_expectations.data_context",
+    ):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _context(docs_dir: Path | None):
+    _quiet_gx()
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    try:
+        context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+    if docs_dir is not None:
+        docs_dir.mkdir(parents=True, exist_ok=True)
+        context.add_data_docs_site(
+            site_name="local",
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    return gx, context
+
+
+def run_suite(
+    con,
+    suite_name: str,
+    frames: dict[str, Frame],
+    build_checks: Callable,
+    docs_dir: Path | None,
+    log: Callable[[str], None] = print,
+) -> GateResult:
+    """Validate every frame against its checks; quarantine row-level failures; persist results."""
+    started = datetime.now(UTC)
+    ensure_quality_schema(con)
+    gx, context = _context(docs_dir)
+    checks: list[Check] = build_checks(gx)
+    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    result = GateResult(run_id, suite_name)
+    source = context.data_sources.add_pandas(f"{suite_name}_frames")
+    quarantine_rows: list[tuple] = []
+    rows_validated = 0
+    validation_definitions = []
+    batch_params = {}
+    for frame_name, frame in frames.items():
+        frame_checks = [c for c in checks if c.frame == frame_name]
+        if not frame_checks:
+            continue
+        t0 = time.perf_counter()
+        df = con.execute(frame.sql).df()
+        rows_validated += len(df)
+        asset = source.add_dataframe_asset(name=frame_name)
+        batch_definition = asset.add_batch_definition_whole_dataframe(f"{frame_name}_all")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{suite_name}.{frame_name}"))
+        for c in frame_checks:
+            c.expectation.meta = {"severity": c.severity, "check": c.name, "description": c.description}
+            suite.add_expectation(c.expectation)
+        vd = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{suite_name}.{frame_name}", data=batch_definition, suite=suite)
+        )
+        validation_definitions.append(vd)
+        batch_params[vd.name] = df
+        validation = vd.run(batch_parameters={"dataframe": df}, result_format={"result_format": "COMPLETE"})
+        by_name = {c.name: c for c in frame_checks}
+        for r in validation.results:
+            check = by_name[r.expectation_config.meta["check"]]
+            unexpected = r.result.get("unexpected_count")
+            observed = r.result.get("observed_value")
+            outcome = "passed"
+            if not r.success:
+                detail = f"{check.name} ({check.description}): {unexpected if unexpected is not None else observed}"
+                if check.severity == CRITICAL:
+                    outcome = "run stopped"
+                    result.critical_failures.append(detail)
+                elif check.severity == QUARANTINE and frame.id_column and r.result.get("unexpected_index_list"):
+                    outcome = "quarantined"
+                    idx = r.result["unexpected_index_list"]
+                    bad = df.loc[idx]
+                    result.quarantined[check.name] = result.quarantined.get(check.name, 0) + len(bad)
+                    column = r.expectation_config.kwargs.get("column")
+                    for _, row in bad.iterrows():
+                        quarantine_rows.append(
+                            (
+                                frame.resource_type,
+                                row[frame.id_column],
+                                row.get("version_id"),
+                                check.name,
+                                suite_name,
+                                str(row[column]) if column in row else None,
+                                run_id,
+                                started,
+                            )
+                        )
+                else:
+                    outcome = "warned"
+                    result.warnings.append(detail)
+            result.results.append(
+                {
+                    "frame": frame_name,
+                    "expectation": check.name,
+                    "type": r.expectation_config.type,
+                    "column": r.expectation_config.kwargs.get("column"),
+                    "success": bool(r.success),
+                    "severity": check.severity,
+                    "observed": None if observed is None else str(observed)[:500],
+                    "unexpected": unexpected,
+                    "elements": r.result.get("element_count"),
+                    "outcome": outcome,
+                    "description": check.description,
+                }
+            )
+        log(
+            f"  validated {frame_name}: {len(df):,} rows, {len(frame_checks)} expectations "
+            f"({time.perf_counter() - t0:.1f}s)"
+        )
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if any(f.id_column for f in frames.values()):
+            # the quarantine is the current verdict on the current raw versions: rewrite it
+            con.execute(f"DELETE FROM {QUARANTINE_TABLE} WHERE suite = ?", [suite_name])
+        if quarantine_rows:
+            con.executemany(f"INSERT INTO {QUARANTINE_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", quarantine_rows)
+        con.executemany(
+            "INSERT INTO quality.expectation_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run_id,
+                    suite_name,
+                    r["frame"],
+                    r["expectation"],
+                    r["type"],
+                    r["column"],
+                    r["success"],
+                    r["severity"],
+                    r["observed"],
+                    r["unexpected"],
+                    r["elements"],
+                    r["outcome"],
+                    r["description"],
+                )
+                for r in result.results
+            ],
+        )
+        con.execute(
+            "INSERT INTO quality.validation_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                suite_name,
+                started,
+                datetime.now(UTC),
+                result.passed,
+                len(result.critical_failures),
+                len(result.warnings),
+                sum(result.quarantined.values()),
+                rows_validated,
+            ],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    if docs_dir is not None:
+        context.build_data_docs()
+        result.docs_index = str(docs_dir / "index.html")
+    return result

@@ -1,0 +1,407 @@
+"""Expectation suites as code: the frames they read (SQL on the warehouse) and the checks on them.
+
+Severity:
+- critical: the refresh stops before marts are published (the previous marts stay);
+- quarantine: row-level; the failing records move to quality.quarantined_records with the expectation's
+  name, dbt leaves them out, the night goes on and the count is reported;
+- warning: recorded and shown, nothing stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from expectations.reference import seed_path
+
+CRITICAL, QUARANTINE, WARNING = "critical", "quarantine", "warning"
+IDENTIFYING_COLUMN = (
+    r"(?i).*(?:name|family|given|mrn|identifier|address|phone|email|telecom|birth_?date|postal|zip|ssn).*"
+)
+
+
+@dataclass(frozen=True)
+class Frame:
+    sql: str
+    resource_type: str | None = None  # set for frames whose rows can be quarantined
+    id_column: str | None = None
+
+
+@dataclass
+class Check:
+    frame: str
+    name: str
+    severity: str
+    expectation: Any  # a great_expectations expectation instance
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+def _patient_ref(path: str) -> str:
+    return f"regexp_extract(json_extract_string(resource, '{path}'), '(?:Patient/|urn:uuid:)([^/]+)$', 1)"
+
+
+def _instant(expr: str) -> str:
+    # date-only and partial dates are valid FHIR dateTimes: they parse, at day (or coarser) precision
+    return (
+        f"coalesce(try_cast({expr} AS TIMESTAMPTZ), try_cast({expr} AS DATE)::TIMESTAMPTZ, "
+        f"CASE WHEN regexp_full_match({expr}, '\\d{{4}}(-\\d{{2}})?') THEN TIMESTAMPTZ '1900-01-01' END)"
+    )
+
+
+def raw_frames(seeds=None) -> dict[str, Frame]:
+    catalogue = seed_path("instrument_catalogue", *([seeds] if seeds else []))
+    weights = seed_path("body_weight_codes", *([seeds] if seeds else []))
+    return {
+        "observations": Frame(
+            f"""
+            WITH obs AS (
+                SELECT resource_id, version_id, resource,
+                       {_patient_ref("$.subject.reference")} AS patient_id,
+                       json_extract_string(resource, '$.effectiveDateTime') AS effective_raw,
+                       value_score, json_extract_string(resource, '$.category[0].coding[0].code') AS category,
+                       from_json(json_extract(resource, '$.code.coding'),
+                                 '[{{"system":"VARCHAR","code":"VARCHAR"}}]') AS codings
+                FROM raw.observation_current),
+            catalogue AS (SELECT * FROM read_csv('{catalogue}', all_varchar = true)),
+            weight_codes AS (SELECT * FROM read_csv('{weights}', all_varchar = true)),
+            mapped AS (
+                SELECT obs.resource_id, min(catalogue.instrument) AS instrument,
+                       bool_or(weight_codes.code IS NOT NULL) AS is_weight
+                FROM (SELECT resource_id, unnest(codings) AS c FROM obs) AS obs
+                LEFT JOIN catalogue ON c.system = catalogue.code_system AND c.code = catalogue.code
+                LEFT JOIN weight_codes ON c.system = weight_codes.code_system AND c.code = weight_codes.code
+                GROUP BY obs.resource_id)
+            SELECT obs.resource_id AS observation_id, obs.version_id, obs.patient_id,
+                   patients.resource_id IS NOT NULL AS patient_exists,
+                   obs.effective_raw, {_instant("obs.effective_raw")} AS effective_at,
+                   epoch({_instant("obs.effective_raw")}) AS effective_epoch,
+                   obs.value_score AS score, mapped.instrument,
+                   mapped.instrument IS NOT NULL OR coalesce(mapped.is_weight, false) OR obs.category <> 'survey'
+                       AS code_in_value_sets
+            FROM obs
+            LEFT JOIN mapped ON obs.resource_id = mapped.resource_id
+            LEFT JOIN raw.patient_current AS patients ON obs.patient_id = patients.resource_id""",
+            "Observation",
+            "observation_id",
+        ),
+        "infusions": Frame(
+            f"""
+            WITH ma AS (
+                SELECT resource_id, version_id, resource, {_patient_ref("$.subject.reference")} AS patient_id,
+                       coalesce(json_extract_string(resource, '$.effectivePeriod.start'),
+                                json_extract_string(resource, '$.effectiveDateTime')) AS started_raw,
+                       try_cast(json_extract_string(resource, '$.dosage.dose.value') AS DOUBLE) AS dose_mg
+                FROM raw.medication_administration_current),
+            weights AS (
+                SELECT {_patient_ref("$.subject.reference")} AS patient_id, avg(value_score) AS weight_kg
+                FROM raw.observation_current
+                WHERE json_extract_string(resource, '$.code.coding[0].code') = '29463-7'
+                GROUP BY ALL)
+            SELECT ma.resource_id AS infusion_id, ma.version_id, ma.patient_id,
+                   patients.resource_id IS NOT NULL AS patient_exists, ma.started_raw,
+                   {_instant("ma.started_raw")} AS started_at,
+                   ma.dose_mg / weights.weight_kg AS dose_mg_per_kg
+            FROM ma
+            LEFT JOIN weights ON ma.patient_id = weights.patient_id
+            LEFT JOIN raw.patient_current AS patients ON ma.patient_id = patients.resource_id""",
+            "MedicationAdministration",
+            "infusion_id",
+        ),
+        "procedures": Frame(
+            f"""
+            SELECT p.resource_id AS procedure_id, p.version_id,
+                   {_patient_ref("$.subject.reference").replace("(resource", "(p.resource")} AS patient_id,
+                   patients.resource_id IS NOT NULL AS patient_exists,
+                   coalesce(json_extract_string(p.resource, '$.performedPeriod.start'),
+                            json_extract_string(p.resource, '$.performedDateTime')) AS performed_raw,
+                   {
+                _instant(
+                    "coalesce(json_extract_string(p.resource, '$.performedPeriod.start'), "
+                    "json_extract_string(p.resource, '$.performedDateTime'))"
+                )
+            } AS performed_at
+            FROM raw.procedure_current AS p
+            LEFT JOIN raw.patient_current AS patients
+                ON {_patient_ref("$.subject.reference").replace("(resource", "(p.resource")} = patients.resource_id""",
+            "Procedure",
+            "procedure_id",
+        ),
+        "patients": Frame(
+            """
+            SELECT resource_id AS patient_id, version_id, json_extract_string(resource, '$.birthDate') AS birth_date,
+                   json_extract_string(resource, '$.gender') AS gender
+            FROM raw.patient_current""",
+            "Patient",
+            "patient_id",
+        ),
+        "versions": Frame("""
+            SELECT 'Observation' AS resource_type, resource_id, version_key FROM raw.observation_versions
+            UNION ALL SELECT 'MedicationAdministration', resource_id, version_key
+                FROM raw.medication_administration_versions
+            UNION ALL SELECT 'Procedure', resource_id, version_key FROM raw.procedure_versions
+            UNION ALL SELECT 'Patient', resource_id, version_key FROM raw.patient_versions
+            UNION ALL SELECT 'CarePlan', resource_id, version_key FROM raw.care_plan_versions"""),
+    }
+
+
+def raw_checks(gx, now_epoch: float, seeds=None) -> list[Check]:
+    from expectations.reference import instrument_ranges
+
+    E = gx.expectations
+    checks = [
+        Check(
+            "versions",
+            "resource_versions_unique",
+            CRITICAL,
+            E.ExpectCompoundColumnsToBeUnique(column_list=["resource_type", "resource_id", "version_key"]),
+            "each resource version is stored once",
+        ),
+        Check(
+            "observations",
+            "observation_has_subject",
+            QUARANTINE,
+            E.ExpectColumnValuesToNotBeNull(column="patient_id"),
+            "every Observation names its patient",
+        ),
+        Check(
+            "observations",
+            "observation_patient_resolves",
+            QUARANTINE,
+            E.ExpectColumnValuesToBeInSet(column="patient_exists", value_set=[True]),
+            "the Observation's patient exists in the raw layer",
+        ),
+        Check(
+            "observations",
+            "observation_time_present",
+            QUARANTINE,
+            E.ExpectColumnValuesToNotBeNull(column="effective_raw"),
+            "effectiveDateTime is present",
+        ),
+        Check(
+            "observations",
+            "observation_time_parses",
+            QUARANTINE,
+            E.ExpectColumnValuesToNotBeNull(
+                column="effective_at", row_condition="effective_raw.notna()", condition_parser="pandas"
+            ),
+            "effectiveDateTime is a valid FHIR dateTime",
+        ),
+        Check(
+            "observations",
+            "observation_not_in_future",
+            QUARANTINE,
+            E.ExpectColumnValuesToBeBetween(column="effective_epoch", max_value=now_epoch),
+            "no assessment is dated after the refresh",
+        ),
+        Check(
+            "observations",
+            "observation_code_in_value_sets",
+            WARNING,
+            E.ExpectColumnValuesToBeInSet(column="code_in_value_sets", value_set=[True]),
+            "survey codes are in the instrument catalogue (a new local code needs a seed row)",
+        ),
+        Check(
+            "infusions",
+            "infusion_patient_resolves",
+            QUARANTINE,
+            E.ExpectColumnValuesToBeInSet(column="patient_exists", value_set=[True]),
+            "the infusion's patient exists",
+        ),
+        Check(
+            "infusions",
+            "infusion_time_parses",
+            QUARANTINE,
+            E.ExpectColumnValuesToNotBeNull(column="started_at"),
+            "the infusion has a valid start",
+        ),
+        Check(
+            "infusions",
+            "infusion_dose_plausible",
+            WARNING,
+            E.ExpectColumnValuesToBeBetween(column="dose_mg_per_kg", min_value=0.1, max_value=2.0),
+            "dose within 0.1-2.0 mg/kg of the patient's weight",
+        ),
+        Check(
+            "procedures",
+            "procedure_patient_resolves",
+            QUARANTINE,
+            E.ExpectColumnValuesToBeInSet(column="patient_exists", value_set=[True]),
+            "the session's patient exists",
+        ),
+        Check(
+            "procedures",
+            "procedure_time_parses",
+            QUARANTINE,
+            E.ExpectColumnValuesToNotBeNull(column="performed_at"),
+            "the session has a valid start",
+        ),
+        Check(
+            "patients",
+            "patient_id_unique",
+            CRITICAL,
+            E.ExpectColumnValuesToBeUnique(column="patient_id"),
+            "one current version per patient",
+        ),
+        Check(
+            "patients",
+            "patient_gender_valid",
+            WARNING,
+            E.ExpectColumnValuesToBeInSet(column="gender", value_set=["female", "male", "other", "unknown"]),
+            "administrative gender is a FHIR code",
+        ),
+    ]
+    for inst in instrument_ranges(*([seeds] if seeds else [])):
+        checks.append(
+            Check(
+                "observations",
+                f"score_within_{inst['instrument']}_range",
+                QUARANTINE,
+                E.ExpectColumnValuesToBeBetween(
+                    column="score",
+                    min_value=inst["min_score"],
+                    max_value=inst["max_score"],
+                    row_condition=f'instrument=="{inst["instrument"]}"',
+                    condition_parser="pandas",
+                ),
+                f"{inst['instrument']} scores within {inst['min_score']:g}-{inst['max_score']:g}",
+            )
+        )
+    return checks
+
+
+def mart_frames(schema: str) -> dict[str, Frame]:
+    return {
+        "summary": Frame(f"SELECT * FROM {schema}.rpt_protocol_summary"),
+        "weekly": Frame(f"SELECT * FROM {schema}.rpt_outcome_rates_by_week"),
+        "survival": Frame(f"""
+            SELECT *,
+                   survival - lag(survival) OVER w AS survival_step,
+                   n_at_risk - lag(n_at_risk) OVER w AS at_risk_step
+            FROM {schema}.rpt_relapse_free_survival
+            WINDOW w AS (PARTITION BY protocol, instrument ORDER BY day)"""),
+        "outcomes": Frame(f"SELECT course_id, instrument FROM {schema}.fct_course_outcomes"),
+        "reconciliation": Frame(f"""
+            SELECT (SELECT count(DISTINCT course_id) FROM {schema}.fct_course_outcomes) AS courses_in_outcomes,
+                   (SELECT count(DISTINCT a.course_id) FROM {schema}.fct_assessments a
+                    JOIN reference.instrument_catalogue c ON a.instrument = c.instrument AND c.is_outcome
+                    WHERE a.course_id IS NOT NULL) AS courses_with_outcome_assessments,
+                   (SELECT count(*) FROM {schema}.fct_course_outcomes o
+                    ANTI JOIN {schema}.fct_treatment_courses c USING (course_id)) AS outcome_courses_missing,
+                   (SELECT sum(induction_infusions + booster_infusions) FROM {schema}.fct_treatment_courses)
+                       AS infusions_in_courses,
+                   (SELECT count(*) FROM {schema}.fct_infusions) AS infusions"""),
+        "columns": Frame(f"""
+            SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = '{schema}'"""),
+    }
+
+
+def mart_checks(gx) -> list[Check]:
+    E = gx.expectations
+    rate = {"min_value": 0, "max_value": 1}
+    return [
+        Check(
+            "summary",
+            "summary_response_rate_in_unit_interval",
+            CRITICAL,
+            E.ExpectColumnValuesToBeBetween(column="response_rate", **rate),
+            "rates in [0, 1]",
+        ),
+        Check(
+            "summary",
+            "summary_remission_rate_in_unit_interval",
+            CRITICAL,
+            E.ExpectColumnValuesToBeBetween(column="remission_rate", **rate),
+            "rates in [0, 1]",
+        ),
+        Check(
+            "weekly",
+            "weekly_response_rate_in_unit_interval",
+            CRITICAL,
+            E.ExpectColumnValuesToBeBetween(column="response_rate", **rate),
+            "rates in [0, 1]",
+        ),
+        Check(
+            "weekly",
+            "weekly_remission_rate_in_unit_interval",
+            CRITICAL,
+            E.ExpectColumnValuesToBeBetween(column="remission_rate", **rate),
+            "rates in [0, 1]",
+        ),
+        Check(
+            "survival",
+            "survival_in_unit_interval",
+            CRITICAL,
+            E.ExpectColumnValuesToBeBetween(column="survival", **rate),
+            "survival in [0, 1]",
+        ),
+        Check(
+            "survival",
+            "survival_non_increasing",
+            CRITICAL,
+            E.ExpectColumnValuesToBeBetween(column="survival_step", max_value=1e-12),
+            "survival never rises from one day to the next",
+        ),
+        Check(
+            "survival",
+            "at_risk_non_increasing",
+            CRITICAL,
+            E.ExpectColumnValuesToBeBetween(column="at_risk_step", max_value=0),
+            "n at risk never rises",
+        ),
+        Check(
+            "survival",
+            "ci_lower_below_survival",
+            CRITICAL,
+            E.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="survival", column_B="ci_lower", or_equal=True, ignore_row_if="either_value_is_missing"
+            ),
+            "ci_lower <= survival",
+        ),
+        Check(
+            "survival",
+            "ci_upper_above_survival",
+            CRITICAL,
+            E.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="ci_upper", column_B="survival", or_equal=True, ignore_row_if="either_value_is_missing"
+            ),
+            "survival <= ci_upper",
+        ),
+        Check(
+            "outcomes",
+            "one_baseline_per_course_instrument",
+            CRITICAL,
+            E.ExpectCompoundColumnsToBeUnique(column_list=["course_id", "instrument"]),
+            "exactly one outcome row (one baseline) per course x instrument",
+        ),
+        Check(
+            "reconciliation",
+            "courses_reconcile",
+            CRITICAL,
+            E.ExpectColumnPairValuesToBeEqual(
+                column_A="courses_in_outcomes", column_B="courses_with_outcome_assessments"
+            ),
+            "courses in outcomes = courses assessed on an outcome instrument",
+        ),
+        Check(
+            "reconciliation",
+            "outcome_courses_exist",
+            CRITICAL,
+            E.ExpectColumnValuesToBeBetween(column="outcome_courses_missing", min_value=0, max_value=0),
+            "every outcome row's course is in fct_treatment_courses",
+        ),
+        Check(
+            "reconciliation",
+            "infusions_reconcile",
+            CRITICAL,
+            E.ExpectColumnPairValuesToBeEqual(column_A="infusions_in_courses", column_B="infusions"),
+            "infusions counted in courses = infusions",
+        ),
+        Check(
+            "columns",
+            "no_identifying_columns",
+            CRITICAL,
+            E.ExpectColumnValuesToNotMatchRegex(column="column_name", regex=IDENTIFYING_COLUMN),
+            "no identifying columns in the marts",
+        ),
+    ]
