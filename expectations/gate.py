@@ -88,15 +88,14 @@ def run_suite(
     """Validate every frame against its checks; quarantine row-level failures; persist results."""
     started = datetime.now(UTC)
     ensure_quality_schema(con)
-    gx, context = _context(docs_dir)
+    suite_docs = docs_dir / suite_name if docs_dir is not None else None
+    gx, context = _context(suite_docs)
     checks: list[Check] = build_checks(gx)
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     result = GateResult(run_id, suite_name)
     source = context.data_sources.add_pandas(f"{suite_name}_frames")
     quarantine_rows: list[tuple] = []
     rows_validated = 0
-    validation_definitions = []
-    batch_params = {}
     for frame_name, frame in frames.items():
         frame_checks = [c for c in checks if c.frame == frame_name]
         if not frame_checks:
@@ -113,9 +112,17 @@ def run_suite(
         vd = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{suite_name}.{frame_name}", data=batch_definition, suite=suite)
         )
-        validation_definitions.append(vd)
-        batch_params[vd.name] = df
-        validation = vd.run(batch_parameters={"dataframe": df}, result_format={"result_format": "COMPLETE"})
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if suite_docs is not None else []
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{suite_name}.{frame_name}",
+                validation_definitions=[vd],
+                actions=actions,
+                result_format={"result_format": "COMPLETE"},
+            )
+        )
+        run = checkpoint.run(batch_parameters={"dataframe": df})
+        validation = next(iter(run.run_results.values()))
         by_name = {c.name: c for c in frame_checks}
         for r in validation.results:
             check = by_name[r.expectation_config.meta["check"]]
@@ -215,6 +222,18 @@ def run_suite(
         con.execute("ROLLBACK")
         raise
     if docs_dir is not None:
-        context.build_data_docs()
-        result.docs_index = str(docs_dir / "index.html")
+        result.docs_index = str(_write_index(docs_dir))
     return result
+
+
+def _write_index(docs_dir: Path) -> Path:
+    """One page linking each suite's GX Data Docs site (each gate run rebuilds its own site)."""
+    suites = sorted(p.parent.name for p in docs_dir.glob("*/index.html"))
+    links = "\n".join(f'<li><a href="{s}/index.html">{s}</a></li>' for s in suites)
+    index = docs_dir / "index.html"
+    index.write_text(f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Quality gates</title></head>
+<body><h1>Quality gates — Great Expectations Data Docs</h1><ul>{links}</ul>
+<p>Every result is also queryable in DuckDB: quality.validation_runs, quality.expectation_results,
+quality.quarantined_records.</p></body></html>
+""")
+    return index

@@ -40,7 +40,24 @@ def dbt_invoke(warehouse: Path, args: list[str], dbt_vars: dict | None = None, q
     if quiet:
         cli.insert(0, "--quiet")
     with _env(OUTCOMES_WAREHOUSE=str(Path(warehouse).resolve()), DBT_SEND_ANONYMOUS_USAGE_STATS="False"):
-        return dbtRunner().invoke(cli)
+        try:
+            return dbtRunner().invoke(cli)
+        finally:
+            _release_duckdb()
+
+
+def _release_duckdb() -> None:
+    """dbt-duckdb keeps its database open for the life of the process; the next step (or an analyst in the
+    same Python session) must be able to open the file afterwards."""
+    import gc
+
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    env = DuckDBConnectionManager._ENV
+    if env is not None:
+        env.close()
+    DuckDBConnectionManager.close_all_connections()
+    gc.collect()
 
 
 def build(

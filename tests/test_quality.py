@@ -1,0 +1,202 @@
+"""Quality gates: each expectation family catches a seeded defect with the right severity and outcome."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import duckdb
+import orjson
+import pytest
+from conftest import outcomes
+
+from ehr_simulator.generate import generate
+from ehr_simulator.params import GeneratorConfig, MessRates
+from pipeline import steps
+from pipeline.settings import Settings
+from pipeline.steps import QualityGateError
+
+
+def _obs_lines(clinic):
+    return [orjson.loads(x) for x in (clinic / "Observation.ndjson").read_bytes().splitlines()]
+
+
+def _first(lines, code):
+    return next(o for o in lines if o["code"]["coding"][0]["code"] == code)
+
+
+def _variant(template: dict, new_id: str, **changes) -> dict:
+    o = copy.deepcopy(template)
+    o["id"] = new_id
+    o.update(changes)
+    return o
+
+
+@pytest.fixture(scope="module")
+def defective_refresh(tmp_path_factory):
+    """A clean clinic plus one record per defect family, refreshed end to end."""
+    root = tmp_path_factory.mktemp("quality")
+    clinic = root / "ehr"
+    generate(GeneratorConfig(patients=80, seed=17, mess=MessRates.off()), clinic)
+    obs = _obs_lines(clinic)
+    phq = _first(obs, "44261-6")
+    defects = [
+        _variant(phq, "defect-out-of-range", valueInteger=85),
+        _variant(phq, "defect-no-patient", subject={"reference": "Patient/does-not-exist"}),
+        _variant(phq, "defect-future", effectiveDateTime="2031-01-01T09:00:00-08:00"),
+        _variant(phq, "defect-bad-time", effectiveDateTime="31/12/2025"),
+        _variant(phq, "defect-unknown-code", code={"coding": [{"system": "urn:local", "code": "phq-9-new"}]}),
+    ]
+    with open(clinic / "Observation.ndjson", "ab") as f:
+        for d in defects:
+            f.write(orjson.dumps(d) + b"\n")
+    ma_lines = (clinic / "MedicationAdministration.ndjson").read_bytes().splitlines()
+    ma = orjson.loads(ma_lines[0])
+    ma["id"] = "defect-dose"
+    ma["dosage"]["dose"]["value"] = 900.0
+    with open(clinic / "MedicationAdministration.ndjson", "ab") as f:
+        f.write(orjson.dumps(ma) + b"\n")
+    wh = root / "warehouse.duckdb"
+    proc = outcomes("refresh", "--from-dir", str(clinic), "--warehouse", str(wh))
+    return clinic, wh, proc
+
+
+def test_row_level_defects_are_quarantined_with_the_expectation_name(defective_refresh):
+    _, wh, proc = defective_refresh
+    con = duckdb.connect(str(wh), read_only=True)
+    quarantined = dict(
+        con.execute(
+            "SELECT resource_id, expectation FROM quality.quarantined_records WHERE resource_id LIKE 'defect-%'"
+        ).fetchall()
+    )
+    assert quarantined == {
+        "defect-out-of-range": "score_within_phq9_range",
+        "defect-no-patient": "observation_patient_resolves",
+        "defect-future": "observation_not_in_future",
+        "defect-bad-time": "observation_time_parses",
+    }
+    # the night went on, and the marts do not contain them
+    in_marts = con.execute("SELECT count(*) FROM marts.fct_assessments WHERE assessment_id LIKE 'defect-%'").fetchall()[
+        0
+    ][0]
+    assert in_marts == 0
+    assert "records quarantined" in proc.stdout and "quarantined 1 by score_within_phq9_range" in proc.stdout
+    con.close()
+
+
+def test_warnings_are_recorded_and_shown(defective_refresh):
+    _, wh, proc = defective_refresh
+    con = duckdb.connect(str(wh), read_only=True)
+    warned = dict(
+        con.execute("""SELECT expectation, unexpected_count FROM quality.expectation_results
+                                 WHERE outcome = 'warned'""").fetchall()
+    )
+    assert warned.get("observation_code_in_value_sets") == 1
+    assert warned.get("infusion_dose_plausible") == 1
+    assert "warning  infusion_dose_plausible" in proc.stdout
+    # the unknown code is not an instrument: it never reaches the marts, and the dose still counts
+    assert (
+        con.execute("SELECT count(*) FROM marts.fct_infusions WHERE infusion_id = 'defect-dose'").fetchall()[0][0] == 1
+    )
+    con.close()
+
+
+def test_results_are_queryable_and_data_docs_build(defective_refresh):
+    _, wh, _ = defective_refresh
+    con = duckdb.connect(str(wh), read_only=True)
+    runs = con.execute("SELECT suite, success FROM quality.validation_runs ORDER BY started_at").fetchall()
+    assert [r[0] for r in runs] == ["raw", "marts"] and all(r[1] for r in runs)
+    cols = {r[0] for r in con.execute("DESCRIBE quality.expectation_results").fetchall()}
+    assert {"run_id", "suite", "expectation", "success", "observed_value", "unexpected_count", "severity"} <= cols
+    con.close()
+    index = wh.parent / "quality_docs" / "index.html"
+    assert 'href="raw/index.html"' in index.read_text() and 'href="marts/index.html"' in index.read_text()
+    raw_pages = list((wh.parent / "quality_docs" / "raw" / "validations").rglob("*.html"))
+    assert any("observations" in p.name for p in raw_pages)
+
+
+def _marts_fingerprint(wh) -> dict[str, str]:
+    con = duckdb.connect(str(wh), read_only=True)
+    tables = [
+        r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'marts'").fetchall()
+    ]
+    out = {}
+    for t in sorted(tables):
+        rows = con.execute(f"SELECT * FROM marts.{t}").fetchall()
+        out[t] = hashlib.sha256(repr(sorted(map(repr, rows))).encode()).hexdigest()
+    con.close()
+    return out
+
+
+def test_critical_raw_failure_stops_the_refresh_and_keeps_published_marts(defective_refresh):
+    clinic, wh, _ = defective_refresh
+    before = _marts_fingerprint(wh)
+    con = duckdb.connect(str(wh))
+    # a stored version duplicated (as a faulty manual fix would): critical
+    con.execute("""INSERT INTO raw.patient_versions SELECT * FROM raw.patient_versions LIMIT 1""")
+    con.close()
+    proc = outcomes("refresh", "--from-dir", str(clinic), "--warehouse", str(wh), check=False)
+    assert proc.returncode != 0
+    assert "resource_versions_unique" in proc.stderr and "quality gate failed" in proc.stderr
+    assert _marts_fingerprint(wh) == before
+    con = duckdb.connect(str(wh))
+    con.execute("""DELETE FROM raw.patient_versions WHERE rowid IN (
+                   SELECT max(rowid) FROM raw.patient_versions GROUP BY resource_id, version_key HAVING count(*) > 1)""")
+    con.close()
+
+
+@pytest.mark.parametrize(
+    "tamper,expectation",
+    [
+        (
+            "UPDATE marts_build.rpt_protocol_summary SET response_rate = 1.4 WHERE rowid = 0",
+            "summary_response_rate_in_unit_interval",
+        ),
+        (
+            "UPDATE marts_build.rpt_relapse_free_survival SET survival = 0.99, ci_upper = 1.0 WHERE day > 30",
+            "survival_non_increasing",
+        ),
+        (
+            "UPDATE marts_build.rpt_relapse_free_survival SET ci_lower = survival + 0.01 WHERE survival BETWEEN 0.2 AND 0.9",
+            "ci_lower_below_survival",
+        ),
+        (
+            "DELETE FROM marts_build.fct_course_outcomes WHERE course_id = (SELECT min(course_id) FROM marts_build.fct_course_outcomes)",
+            "courses_reconcile",
+        ),
+        ("ALTER TABLE marts_build.dim_patients ADD COLUMN email VARCHAR", "no_identifying_columns"),
+    ],
+)
+def test_critical_mart_failure_is_caught_before_publishing(defective_refresh, tamper, expectation):
+    _, wh, _ = defective_refresh
+    settings = Settings.from_env(warehouse=wh)
+    before = _marts_fingerprint(wh)
+    steps.transform(settings, log=lambda _: None)
+    con = duckdb.connect(str(wh))
+    con.execute(tamper)
+    con.close()
+    with pytest.raises(QualityGateError, match=expectation):
+        steps.validate_marts(settings, log=lambda _: None)
+    assert _marts_fingerprint(wh) == before  # nothing was published
+    con = duckdb.connect(str(wh), read_only=True)
+    failed = con.execute(
+        """SELECT severity, outcome FROM quality.expectation_results
+                            WHERE expectation = ? ORDER BY run_id DESC LIMIT 1""",
+        [expectation],
+    ).fetchall()
+    con.close()
+    assert failed == [("critical", "run stopped")]
+
+
+def test_check_command_exits_non_zero_on_critical_failure(defective_refresh):
+    _, wh, _ = defective_refresh
+    ok = outcomes("check", "--suite", "raw", "--warehouse", str(wh))
+    assert "raw: PASSED" in ok.stdout
+    con = duckdb.connect(str(wh))
+    con.execute("ALTER TABLE marts_build.fct_infusions ADD COLUMN patient_name VARCHAR")
+    con.close()
+    bad = outcomes("check", "--suite", "marts", "--warehouse", str(wh), check=False)
+    assert bad.returncode == 2 and "no_identifying_columns" in bad.stdout
+    con = duckdb.connect(str(wh))
+    con.execute("ALTER TABLE marts_build.fct_infusions DROP COLUMN patient_name")
+    con.close()
