@@ -28,6 +28,7 @@ def run(settings: Settings, from_dir: Path | None = None, full: bool = False, lo
     summary["dbt"] = timed("transform", steps.transform, settings, log=log)
     mart_gate = timed("validate marts", steps.validate_marts, settings, log=log)
     timed("publish", steps.publish, settings, log=log)
+    summary["dashboards"] = str(timed("dashboards", steps.dashboards, settings, log=log)[0])
     summary["quality"] = {
         "raw_quarantined": sum(raw_gate.quarantined.values()),
         "raw_warnings": len(raw_gate.warnings),
@@ -44,4 +45,5 @@ def run(settings: Settings, from_dir: Path | None = None, full: bool = False, lo
         f"(Data Docs: {summary['quality']['docs']})"
     )
     log(f"  warehouse: {settings.warehouse} (marts published to schema marts)")
+    log(f"  dashboards: {summary['dashboards']}")
     return summary

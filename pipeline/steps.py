@@ -221,3 +221,18 @@ def publish(settings: Settings, log: Log = print) -> list[str]:
         con.close()
     log(f"published {len(tables)} marts to schema marts")
     return tables
+
+
+def dashboards(settings: Settings, log: Log = print) -> list[Path]:
+    """Rebuild the dashboards from the published report marts (read-only)."""
+    from dashboards.data import read_marts
+    from dashboards.pages import build_pages
+
+    definitions = Path(__file__).resolve().parents[1] / "docs" / "definitions.md"
+    pages = build_pages(
+        read_marts(Path(settings.warehouse)),
+        settings.dashboards,
+        definitions.read_text() if definitions.exists() else None,
+    )
+    log(f"dashboards: {settings.dashboards.resolve()}/relapse.html (+ {len(pages) - 1} more files)")
+    return pages

@@ -1,0 +1,118 @@
+"""The nightly outcomes refresh. Scheduling only: every task calls one step in `pipeline.steps`."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+import pendulum
+from airflow.sdk import DAG, task
+
+CLINIC_TZ = pendulum.timezone(os.environ.get("OUTCOMES_CLINIC_TZ", "America/Los_Angeles"))
+WAREHOUSE_POOL = "duckdb_warehouse"  # one slot: DuckDB allows a single writer per file
+
+
+def _on_failure(context):
+    from pipeline.airflow_support import record_failure
+
+    record_failure(context)
+
+
+DOC = """
+### Nightly outcomes refresh
+
+EHR (FHIR Bulk Data, SMART Backend Services) → landing folder → DuckDB raw layer → raw quality gate
+(row-level quarantine) → `dbt build` (into `marts_build`) → mart quality gate → publish to `marts` →
+dashboards. Incremental: the extract asks for `_since` the last committed load.
+
+* Runs at 02:30 clinic time (`OUTCOMES_CLINIC_TZ`, default America/Los_Angeles); no catch-up; one run at a
+  time, and every task that writes the DuckDB file takes the one-slot `duckdb_warehouse` pool.
+* Extract retries with exponential backoff (the EHR is flaky); a retried extract resumes the same export.
+* A critical quality failure fails the run before publishing: yesterday's marts stay. Every failure is
+  recorded in `quality.alerts` and `alerts.ndjson` beside the warehouse (and mailed when
+  `OUTCOMES_ALERT_EMAIL` and an SMTP connection are configured).
+* dbt runs as **one** `dbt build` task rather than a per-model task group (astronomer-cosmos): the
+  warehouse is a single DuckDB file with one writer, so per-model tasks would run one at a time anyway
+  while paying a scheduler round-trip and a dbt parse per model; dbt's own DAG already orders the models
+  and runs the tests and unit tests beside them, and its log names the failing model.
+* Settings: Airflow connection `outcomes_ehr`, variables `outcomes_warehouse` / `outcomes_clinic_tz`, or
+  `OUTCOMES_*` environment variables — read when a task runs, never when this file is parsed.
+"""
+
+with DAG(
+    dag_id="nightly_outcomes_refresh",
+    description="Nightly FHIR -> DuckDB -> dbt -> quality gates -> dashboards refresh",
+    schedule="30 2 * * *",
+    start_date=datetime(2026, 1, 1, tzinfo=CLINIC_TZ),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC,
+    tags=["outcomes", "fhir", "duckdb", "dbt"],
+    default_args={
+        "owner": "outcomes-data",
+        "retries": 0,
+        "on_failure_callback": _on_failure,
+        "pool": WAREHOUSE_POOL,
+    },
+) as dag:
+
+    @task(
+        retries=3,
+        retry_delay=timedelta(minutes=2),
+        retry_exponential_backoff=True,
+        max_retry_delay=timedelta(minutes=30),
+        pool="default_pool",
+        doc_md="Pull from the EHR into the landing folder (resumes an unfinished export).",
+    )
+    def extract() -> dict:
+        from pipeline import steps
+        from pipeline.airflow_support import settings_from_airflow
+
+        s = steps.extract(settings_from_airflow())
+        return {"landing": s.landing, "transaction_time": s.transaction_time, "counts": s.counts}
+
+    @task(retries=1, doc_md="Load completed landings into the raw layer (one transaction per load).")
+    def load() -> dict:
+        from pipeline import steps
+        from pipeline.airflow_support import settings_from_airflow
+
+        return {"totals": steps.load(settings_from_airflow(), progress=False).totals}
+
+    @task(doc_md="Raw quality gate: quarantine bad records; stop on a critical failure.")
+    def validate_raw() -> dict:
+        from pipeline import steps
+        from pipeline.airflow_support import settings_from_airflow
+
+        r = steps.validate_raw(settings_from_airflow())
+        return {"quarantined": sum(r.quarantined.values()), "warnings": len(r.warnings)}
+
+    @task(doc_md="`dbt build`: staging, intermediate, marts (into marts_build), data tests and unit tests.")
+    def transform() -> dict:
+        from pipeline import steps
+        from pipeline.airflow_support import settings_from_airflow
+
+        return steps.transform(settings_from_airflow())
+
+    @task(doc_md="Mart quality gate on marts_build; a critical failure keeps yesterday's marts.")
+    def validate_marts() -> dict:
+        from pipeline import steps
+        from pipeline.airflow_support import settings_from_airflow
+
+        r = steps.validate_marts(settings_from_airflow())
+        return {"warnings": len(r.warnings)}
+
+    @task(doc_md="Publish the accepted marts to the `marts` schema in one transaction.")
+    def publish() -> list:
+        from pipeline import steps
+        from pipeline.airflow_support import settings_from_airflow
+
+        return steps.publish(settings_from_airflow())
+
+    @task(doc_md="Rebuild the dashboards from the published marts.")
+    def dashboards() -> list:
+        from pipeline import steps
+        from pipeline.airflow_support import settings_from_airflow
+
+        return [str(p) for p in steps.dashboards(settings_from_airflow())]
+
+    extract() >> load() >> validate_raw() >> transform() >> validate_marts() >> publish() >> dashboards()

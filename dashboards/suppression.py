@@ -1,0 +1,25 @@
+"""Small-cell suppression (CMS policy): no displayed count from 1 to 10, none derivable from others."""
+
+from __future__ import annotations
+
+MIN_CELL = 11
+SUPPRESSED = "<11"
+
+
+def count_label(n: int | None) -> str:
+    """A count as shown: 0 and 11+ as numbers, 1-10 as '<11'."""
+    if n is None:
+        return "–"
+    return SUPPRESSED if 1 <= n < MIN_CELL else f"{n:,}"
+
+
+def rate_visible(numerator: int | None, denominator: int | None) -> bool:
+    """A rate may be shown only if neither the count it reveals nor its complement is 1-10."""
+    if numerator is None or denominator is None or denominator < MIN_CELL:
+        return False
+    rest = denominator - numerator
+    return not (1 <= numerator < MIN_CELL) and not (1 <= rest < MIN_CELL)
+
+
+def curve_visible(patients: int | None) -> bool:
+    return patients is not None and patients >= MIN_CELL

@@ -1,0 +1,89 @@
+"""What the DAG needs from Airflow, kept out of the DAG file: settings at run time and the failure alert.
+
+Settings come from the Airflow connection `outcomes_ehr` (host = FHIR base URL, login = client id,
+extra = {"private_key_path": ..., "group_id": ..., "extract_mode": ...}) when it exists, then from
+Airflow variables `outcomes_warehouse` / `outcomes_clinic_tz`, then from OUTCOMES_* environment
+variables. Nothing here runs when the DAG file is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.settings import Settings
+
+CONNECTION_ID = "outcomes_ehr"
+
+
+def settings_from_airflow() -> Settings:
+    overrides: dict = {}
+    try:
+        from airflow.sdk import BaseHook, Variable
+
+        try:
+            conn = BaseHook.get_connection(CONNECTION_ID)
+            extra = conn.extra_dejson or {}
+            overrides.update(
+                ehr_url=conn.host or None,
+                client_id=conn.login or None,
+                private_key_path=Path(extra["private_key_path"]) if extra.get("private_key_path") else None,
+                private_key_pem=conn.password or None,
+                group_id=extra.get("group_id"),
+                extract_mode=extra.get("extract_mode"),
+            )
+        except Exception:  # noqa: BLE001 - no connection defined: the environment decides
+            pass
+        for key, field in (("outcomes_warehouse", "warehouse"), ("outcomes_clinic_tz", "clinic_tz")):
+            value = Variable.get(key, default=None)
+            if value:
+                overrides[field] = Path(value) if field == "warehouse" else value
+    except ImportError:  # pragma: no cover - outside Airflow
+        pass
+    return Settings.from_env(**overrides)
+
+
+def record_failure(context: dict) -> None:
+    """on_failure_callback: write the alert where someone will see it, and notify when configured."""
+    ti = context.get("task_instance")
+    dag_id = getattr(ti, "dag_id", None) or "nightly_outcomes_refresh"
+    task_id = getattr(ti, "task_id", None)
+    run_id = context.get("run_id") or getattr(ti, "run_id", None)
+    error = context.get("exception")
+    message = f"{type(error).__name__}: {error}" if error else "task failed"
+    settings = Settings.from_env()
+    alert = {
+        "alerted_at": datetime.now(UTC).isoformat(),
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "task_id": task_id,
+        "message": message[:4000],
+    }
+    alerts_file = Path(settings.warehouse).parent / "alerts.ndjson"
+    alerts_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(alerts_file, "a") as f:  # always works, even when the warehouse cannot be opened
+        f.write(json.dumps(alert) + "\n")
+    try:
+        from expectations.store import ensure_quality_schema
+        from ingestion.warehouse import connect
+
+        con = connect(settings.warehouse)
+        try:
+            ensure_quality_schema(con)
+            con.execute(
+                "INSERT INTO quality.alerts VALUES (?, ?, ?, ?, ?)",
+                [datetime.now(UTC), dag_id, run_id, task_id, alert["message"]],
+            )
+        finally:
+            con.close()
+    except Exception:  # noqa: BLE001 - the file above already holds the alert
+        pass
+    email = os.environ.get("OUTCOMES_ALERT_EMAIL")
+    if email:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        SmtpNotifier(to=email, subject=f"[outcomes] {dag_id}.{task_id} failed", html_content=alert["message"]).notify(
+            context
+        )
