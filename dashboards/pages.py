@@ -11,7 +11,7 @@ import html
 from datetime import datetime
 from pathlib import Path
 
-from dashboards.suppression import MIN_CELL, count_label, curve_visible, rate_visible
+from dashboards.suppression import MIN_CELL, count_label, curve_visible, rate_visible, rounded_label
 
 PROTOCOL_LABELS = {
     "ketamine_only": "Ketamine alone",
@@ -40,7 +40,8 @@ AT_RISK_DAYS = (0, 14, 28, 56, 84, 112, 140, 168)
 PAGES = {"relapse.html": "Relapse", "response.html": "Response and remission", "cohort.html": "Cohort and data health"}
 
 # Any script error on a page is written into the page itself, so a headless browser test can see it.
-ERROR_TRAP = """<script>window.__errors=[];window.addEventListener('error',function(e){window.__errors.push(String(e.message));
+ERROR_TRAP = """<script>window.__errors=[];
+window.addEventListener('error',function(e){window.__errors.push(String(e.message));
 var d=document.getElementById('js-errors');if(d){d.textContent=window.__errors.join('\\n');}});</script>"""
 
 
@@ -54,9 +55,10 @@ def _page(title: str, data_as_of: str, body: str, definitions: str) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} — ketamine outcomes</title>
 {ERROR_TRAP}
 <script src="plotly.min.js"></script>
-<style>body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}} .note{{background:#fff6dd;padding:.5rem 1rem;
-border-left:4px solid #e0a800;margin:.5rem 0}} table.t{{border-collapse:collapse}} table.t td,table.t th{{border:1px solid #ccc;
-padding:.25rem .6rem;text-align:right}} table.t th{{background:#f3f3f3}} .meta{{color:#555;font-size:.9rem}}
+<style>body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}
+.note{{background:#fff6dd;padding:.5rem 1rem;border-left:4px solid #e0a800;margin:.5rem 0}}
+table.t{{border-collapse:collapse}} table.t td,table.t th{{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}}
+table.t th{{background:#f3f3f3}} .meta{{color:#555;font-size:.9rem}}
 #js-errors{{display:none}}</style></head>
 <body><nav>{nav}</nav>
 <h1>{html.escape(title)}</h1>
@@ -77,6 +79,24 @@ def _table(headers: list[str], rows: list[list[str]], table_id: str = "") -> str
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f'<table class="t" id="{table_id}"><tr>{head}</tr>{body}</table>'
+
+
+def _steps(days: list, values: list) -> tuple[list, list]:
+    """Coordinates of a right-continuous step function, for bands drawn as polygons."""
+    xs, ys = [], []
+    for k, (d, v) in enumerate(zip(days, values, strict=True)):
+        if k:
+            xs.append(d)
+            ys.append(values[k - 1])
+        xs.append(d)
+        ys.append(v)
+    return xs, ys
+
+
+def _p_text(p: float | None, protocol: str) -> str:
+    if p is None:
+        return "reference" if protocol == "ketamine_only" else "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def at_risk_at(curve, day: int) -> int:
@@ -103,7 +123,7 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
             patients = int(curve["n_at_risk"][0])
             at_risk_rows.setdefault(inst, []).append(
                 [_label(protocol)]
-                + [count_label(at_risk_at(curve, d)) if curve_visible(patients) else "withheld" for d in AT_RISK_DAYS]
+                + [rounded_label(at_risk_at(curve, d)) if curve_visible(patients) else "withheld" for d in AT_RISK_DAYS]
             )
             if not curve_visible(patients):
                 notes.setdefault(inst, []).append(
@@ -115,10 +135,12 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
             lo = [x if x is not None else 0 for x in shown["ci_lower"].to_list()]
             hi = [x if x is not None else 0 for x in shown["ci_upper"].to_list()]
             color = PROTOCOL_COLORS[protocol]
+            band_x, band_hi = _steps(days, hi)
+            _, band_lo = _steps(days, lo)
             fig.add_trace(
                 go.Scatter(
-                    x=days + days[::-1],
-                    y=hi + lo[::-1],
+                    x=band_x + band_x[::-1],
+                    y=band_hi + band_lo[::-1],
                     fill="toself",
                     line={"width": 0},
                     fillcolor=color,
@@ -126,7 +148,6 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
                     hoverinfo="skip",
                     showlegend=False,
                     name=f"{_label(protocol)} 95% CI",
-                    line_shape="hv",
                     visible=inst == instruments[0],
                 )
             )
@@ -182,11 +203,9 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
             rows.append(
                 [
                     _label(protocol),
-                    count_label(r["n_responders"]),
+                    rounded_label(r["n_responders"]),
                     (f"{median:.0f}" if median is not None else "not reached") if visible else "withheld",
-                    (f"{p:.3f}" if p is not None else "reference" if protocol == "ketamine_only" else "–")
-                    if visible
-                    else "withheld",
+                    _p_text(p, protocol) if visible else "withheld",
                 ]
             )
         display = "block" if inst == instruments[0] else "none"
@@ -194,7 +213,7 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
             f'<div class="instrument-block" data-instrument="{inst}" style="display:{display}">'
             f"<h3>{html.escape(INSTRUMENT_LABELS[inst])}</h3>"
             + _table(
-                ["Protocol", "Responders"] + [f"At risk day {d}" for d in AT_RISK_DAYS],
+                ["Protocol"] + [f"At risk day {d}" for d in AT_RISK_DAYS],
                 at_risk_rows.get(inst, []),
                 f"at-risk-{inst}",
             )
@@ -207,12 +226,17 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
             + "".join(f'<p class="note withheld">{html.escape(n)}</p>' for n in notes.get(inst, []))
             + "</div>"
         )
+    rounding = (
+        '<p class="meta">Numbers at risk and responders are rounded to the nearest 10, so that no count '
+        "from 1 to 10 can be derived by subtracting one from another.</p>"
+    )
     switcher = """<script>document.getElementById('relapse-km').on && document.getElementById('relapse-km').on(
 'plotly_buttonclicked', function(e){var i=e.button.label;document.querySelectorAll('.instrument-block').forEach(
 function(b){b.style.display = (b.querySelector('h3').textContent===i)?'block':'none';});});</script>"""
     body = (
         _fig_html(fig, "relapse-km")
         + "<h2>Number at risk, median and log-rank test</h2>"
+        + rounding
         + "".join(sections)
         + switcher
     )

@@ -23,3 +23,15 @@ def rate_visible(numerator: int | None, denominator: int | None) -> bool:
 
 def curve_visible(patients: int | None) -> bool:
     return patients is not None and patients >= MIN_CELL
+
+
+def rounded_label(n: int | None) -> str:
+    """Counts whose differences would be shown (numbers at risk): 1-10 as '<11', others to the nearest 10,
+    so that subtracting two of them cannot reveal a count from 1 to 10 exactly."""
+    if n is None:
+        return "–"
+    if n == 0:
+        return "0"
+    if n < MIN_CELL:
+        return SUPPRESSED
+    return f"~{int(round(n / 10.0)) * 10:,}"
