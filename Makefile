@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PATIENTS ?= 300
 SEED ?= 42
 
-.PHONY: demo test lint format bootstrap chromium bench docs clean help
+.PHONY: demo test lint format bootstrap chromium bench docs airflow clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -49,6 +49,11 @@ docs: bootstrap  ## build the dbt docs site (catalogue of every model and column
 	@test -f data/warehouse.duckdb || $(MAKE) demo
 	cd dbt_project && OUTCOMES_WAREHOUSE=$(CURDIR)/data/warehouse.duckdb DBT_PROFILES_DIR=. ../$(BIN)/dbt docs generate --quiet
 	@echo "dbt docs: $(CURDIR)/dbt_project/target/index.html (serve with: cd dbt_project && ../$(BIN)/dbt docs serve --host 127.0.0.1)"
+
+airflow: bootstrap  ## optional: airflow standalone on 127.0.0.1:8080, sized for two cores (data/airflow)
+	AIRFLOW_HOME=$(CURDIR)/data/airflow AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__CORE__PARALLELISM=4 AIRFLOW__API__WORKERS=1 PATH=$(CURDIR)/$(BIN):$$PATH \
+	sh -c '$(BIN)/airflow db migrate >/dev/null && $(BIN)/airflow pools set duckdb_warehouse 1 "DuckDB writers: one at a time" >/dev/null && exec $(BIN)/airflow standalone'
 
 clean:
 	rm -rf data .pytest_cache

@@ -88,7 +88,19 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline import demo
 
-    _run(demo.run, Path(args.data_dir), patients=args.patients, seed=args.seed, port=args.port)
+    try:
+        _run(
+            demo.run,
+            Path(args.data_dir),
+            patients=args.patients,
+            seed=args.seed,
+            port=args.port,
+            in_process=args.in_process,
+        )
+    except RuntimeError as e:
+        from pipeline.cli import CliError
+
+        raise CliError(str(e)) from None
     return 0
 
 
@@ -168,4 +180,7 @@ def register(sub) -> None:
     d.add_argument("--patients", type=_positive, default=300, help="patients when generating (default 300)")
     d.add_argument("--seed", type=int, default=42)
     d.add_argument("--port", type=_port, default=8765, help="local EHR port (default 8765; a free one if taken)")
+    d.add_argument(
+        "--in-process", action="store_true", help="run the steps through `outcomes refresh` instead of the Airflow DAG"
+    )
     d.set_defaults(func=cmd_demo)

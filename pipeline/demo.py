@@ -1,24 +1,105 @@
-"""`make demo`: the nightly refresh end to end against the synthetic clinic on 127.0.0.1."""
+"""`make demo`: the nightly refresh end to end against the synthetic clinic on 127.0.0.1.
+
+The refresh runs as the real Airflow DAG (`airflow dags test`), so the demo exercises exactly what the
+nightly schedule runs; `--in-process` runs the same steps through `outcomes refresh` instead.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from pipeline import local_ehr, refresh
 from pipeline.settings import Settings
 
+ROOT = Path(__file__).resolve().parents[1]
+DAG_ID = "nightly_outcomes_refresh"
 
-def run(data_dir: Path, patients: int = 300, seed: int = 42, port: int = 8765, log=print) -> dict:
+
+def airflow_env(airflow_home: Path, extra: dict[str, str]) -> dict[str, str]:
+    """Environment for Airflow 3 on a two-core machine, bound to 127.0.0.1, no examples."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home.resolve()),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        **extra,
+    }
+
+
+def run_dag(airflow_home: Path, outcomes_env: dict[str, str], log=print) -> None:
+    """`airflow db migrate` (first time) then `airflow dags test` of the nightly DAG."""
+    env = airflow_env(airflow_home, outcomes_env)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    if not (airflow_home / "airflow.db").exists():
+        log(f"airflow: initialising {airflow_home} (first run only)")
+        _quiet([airflow, "db", "migrate"], env, "airflow db migrate")
+    log(f"airflow: dags test {DAG_ID} (task logs in {airflow_home / 'dags_test.log'})")
+    with open(airflow_home / "dags_test.log", "w") as out:
+        proc = subprocess.run([airflow, "dags", "test", DAG_ID], env=env, stdout=out, stderr=subprocess.STDOUT)
+    states = _task_states(airflow_home / "dags_test.log")
+    for task, state in states.items():
+        log(f"  {task:<16} {state}")
+    if proc.returncode != 0 or any(s != "success" for s in states.values()):
+        raise RuntimeError(
+            f"the DAG run failed; see {airflow_home / 'dags_test.log'} and alerts.ndjson beside the warehouse"
+        )
+
+
+def _task_states(log_file: Path) -> dict[str, str]:
+    import re
+
+    states: dict[str, str] = {}
+    current = None
+    for line in log_file.read_text(errors="replace").splitlines():
+        m = re.search(r"task_id='([a-z_]+)'", line)
+        if m and "RuntimeTaskInstance" in line:
+            current = m.group(1)
+        m = re.search(r"new_state=(\w+)", line)
+        if m and current:
+            states[current] = m.group(1)
+    return states
+
+
+def _quiet(cmd: list[str], env: dict, what: str) -> None:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+
+def run(
+    data_dir: Path, patients: int = 300, seed: int = 42, port: int = 8765, in_process: bool = False, log=print
+) -> None:
     ehr_dir = data_dir / "ehr"
     local_ehr.ensure_clinic(ehr_dir, patients, seed, log)
     client_id, key = local_ehr.ensure_client(ehr_dir, data_dir / "secrets", log)
+    warehouse = (data_dir / "warehouse.duckdb").resolve()
     with local_ehr.running_ehr(ehr_dir, port, log=log) as base:
-        settings = Settings.from_env(
-            ehr_url=base, client_id=client_id, private_key_path=key, warehouse=data_dir / "warehouse.duckdb"
-        )
-        summary = refresh.run(settings, log=log)
+        if in_process:
+            settings = Settings.from_env(ehr_url=base, client_id=client_id, private_key_path=key, warehouse=warehouse)
+            refresh.run(settings, log=log)
+        else:
+            run_dag(
+                data_dir / "airflow",
+                {
+                    "OUTCOMES_EHR_URL": base,
+                    "OUTCOMES_CLIENT_ID": client_id,
+                    "OUTCOMES_PRIVATE_KEY_PATH": str(key.resolve()),
+                    "OUTCOMES_WAREHOUSE": str(warehouse),
+                },
+                log,
+            )
+    settings = Settings.from_env(warehouse=warehouse)
     log("")
-    log(f"warehouse:  {settings.warehouse.resolve()}")
-    log(f"landing:    {settings.landing.resolve()}")
-    log(f"clinic:     {ehr_dir.resolve()} (latent truth in truth/)")
-    return summary
+    log(f"warehouse:   {warehouse}  (analysts: duckdb -readonly {warehouse}; schema marts)")
+    log(f"dashboards:  {settings.dashboards.resolve() / 'relapse.html'}")
+    log(f"quality:     {warehouse.parent / 'quality_docs' / 'index.html'}")
+    log(f"clinic:      {ehr_dir.resolve()} (latent truth in truth/); add a day with:")
+    log(f"             .venv/bin/outcomes ehr generate --continue-days 1 --out {ehr_dir} && make demo")
