@@ -1,0 +1,170 @@
+"""The nightly DAG: integrity, a real `airflow dags test` run against the local EHR, incrementality, failure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import ROOT, EHRProcess, outcomes
+
+from ehr_simulator.generate import generate
+from ehr_simulator.params import GeneratorConfig
+from pipeline.demo import airflow_env, run_dag
+
+INTEGRITY = r"""
+import json, sys, time
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags["nightly_outcomes_refresh"]
+tasks = {t.task_id: {"retries": t.retries, "doc": bool(t.doc_md), "pool": t.pool, "owner": t.owner,
+                     "backoff": bool(getattr(t, "retry_exponential_backoff", False)),
+                     "callback": bool(t.on_failure_callback)} for t in dag.tasks}
+print(json.dumps({
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "schedule": str(dag.schedule) if hasattr(dag, "schedule") else None,
+    "timetable": str(getattr(dag.timetable, "summary", dag.timetable)),
+    "timezone": str(dag.timezone.name if hasattr(dag.timezone, "name") else dag.timezone),
+    "catchup": dag.catchup, "max_active_runs": dag.max_active_runs, "tags": sorted(dag.tags),
+    "doc": bool(dag.doc_md), "tasks": tasks,
+    "order": [t.task_id for t in dag.topological_sort()] if hasattr(dag, "topological_sort") else [],
+    "parse_seconds": max(getattr(s.duration, "total_seconds", lambda: s.duration)() for s in bag.dagbag_stats) if bag.dagbag_stats else None,
+    "secrets_touched": sorted(m for m in sys.modules if m.startswith(("pipeline", "ingestion", "expectations"))),
+}))
+"""
+
+
+def _integrity(tmp_path: Path, extra_env: dict | None = None) -> dict:
+    env = airflow_env(
+        tmp_path / "airflow", {"OUTCOMES_PRIVATE_KEY_PATH": str(tmp_path / "no-such-key.pem"), **(extra_env or {})}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", INTEGRITY, str(ROOT / "dags")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_dag_integrity(tmp_path):
+    info = _integrity(tmp_path)
+    assert info["errors"] == {}
+    assert "30 2 * * *" in info["timetable"] or "30 2 * * *" in str(info["schedule"])
+    assert info["timezone"] == "America/Los_Angeles"
+    assert info["catchup"] is False and info["max_active_runs"] == 1
+    assert {"outcomes", "fhir"} <= set(info["tags"]) and info["doc"]
+    tasks = info["tasks"]
+    assert set(tasks) == {"extract", "load", "validate_raw", "transform", "validate_marts", "publish", "dashboards"}
+    assert tasks["extract"]["retries"] >= 2 and tasks["extract"]["backoff"]
+    assert all(t["doc"] and t["owner"] == "outcomes-data" and t["callback"] for t in tasks.values())
+    writers = [k for k in tasks if k != "extract"]
+    assert all(tasks[k]["pool"] == "duckdb_warehouse" for k in writers)
+    # parsing reads no settings or secrets and imports none of the pipeline
+    assert info["secrets_touched"] == []
+    assert info["parse_seconds"] is not None and info["parse_seconds"] < 2.0
+
+
+def test_dag_timezone_is_configurable(tmp_path):
+    assert _integrity(tmp_path, {"OUTCOMES_CLINIC_TZ": "America/New_York"})["timezone"] == "America/New_York"
+
+
+def _rounded(row: tuple) -> tuple:
+    # parallel aggregation may sum floats in another order: compare to 9 decimals
+    return tuple(round(v, 9) if isinstance(v, float) else v for v in row)
+
+
+def _fingerprint(wh: Path, tables: tuple[str, ...]) -> dict[str, str]:
+    con = duckdb.connect(str(wh), read_only=True)
+    out = {}
+    for t in tables:
+        rows = sorted(repr(_rounded(r)) for r in con.execute(f"SELECT * FROM marts.{t}").fetchall())
+        out[t] = hashlib.sha256(repr(rows).encode()).hexdigest()
+    con.close()
+    return out
+
+
+REPORTS = (
+    "rpt_relapse_free_survival",
+    "rpt_protocol_summary",
+    "rpt_outcome_rates_by_week",
+    "rpt_rater_concordance",
+    "rpt_score_trajectories",
+    "rpt_cohort_summary",
+)
+
+
+def _outcomes_by_patient(wh: Path) -> list[tuple]:
+    """fct_course_outcomes keyed by EHR patient id (through the restricted lookup), for cross-warehouse checks."""
+    con = duckdb.connect(str(wh), read_only=True)
+    rows = con.execute("""
+        SELECT k.patient_id, split_part(o.course_id, '-c', 2), o.instrument, o.baseline_score, o.endpoint_score,
+               o.is_responder, o.is_remitter, o.relapsed, o.days_to_relapse_or_censor, o.relapse_reason
+        FROM marts.fct_course_outcomes o JOIN restricted.int_patients_keyed k USING (patient_key)""").fetchall()
+    con.close()
+    return sorted(map(repr, rows))
+
+
+def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
+    clinic = tmp_path / "ehr"
+    generate(GeneratorConfig(patients=150, seed=77), clinic)
+    key = tmp_path / "client.pem"
+    outcomes("ehr", "register-client", "--data", str(clinic), "--key-out", str(key), "--client-id", "dag-test")
+    wh = tmp_path / "wh" / "warehouse.duckdb"
+    server = EHRProcess(clinic)
+    env = {
+        "OUTCOMES_EHR_URL": server.base,
+        "OUTCOMES_CLIENT_ID": "dag-test",
+        "OUTCOMES_PRIVATE_KEY_PATH": str(key),
+        "OUTCOMES_WAREHOUSE": str(wh),
+    }
+    airflow_home = tmp_path / "airflow"
+    try:
+        run_dag(airflow_home, env, log=lambda _: None)
+        con = duckdb.connect(str(wh), read_only=True)
+        courses = con.execute("SELECT count(*) FROM marts.fct_treatment_courses").fetchall()[0][0]
+        first_read = con.execute("SELECT sum(read) FROM raw.load_counts").fetchall()[0][0]
+        con.close()
+        assert courses > 100 and (wh.parent / "dashboards" / "relapse.html").exists()
+
+        outcomes("ehr", "generate", "--continue-days", "20", "--out", str(clinic))
+        run_dag(airflow_home, env, log=lambda _: None)
+        con = duckdb.connect(str(wh), read_only=True)
+        loads = con.execute("""SELECT l.since, sum(c.read) FROM raw.load_log l JOIN raw.load_counts c USING (load_id)
+                               GROUP BY l.load_id, l.since, l.load_seq ORDER BY l.load_seq""").fetchall()
+        con.close()
+        assert len(loads) == 2 and loads[0][0] is None and loads[1][0] is not None
+        assert loads[1][1] < first_read / 5  # only the delta came through
+
+        # the same data refreshed in full into a fresh warehouse gives the same marts
+        full = tmp_path / "full" / "warehouse.duckdb"
+        outcomes("refresh", "--full", env={**env, "OUTCOMES_WAREHOUSE": str(full)})
+        assert _fingerprint(wh, REPORTS) == _fingerprint(full, REPORTS)
+        assert _outcomes_by_patient(wh) == _outcomes_by_patient(full)
+
+        # a critical quality failure: the run fails, the alert is recorded, yesterday's marts stay
+        before = _fingerprint(wh, REPORTS + ("fct_course_outcomes", "dim_patients"))
+        con = duckdb.connect(str(wh))
+        con.execute("INSERT INTO raw.patient_versions SELECT * FROM raw.patient_versions LIMIT 1")
+        con.close()
+        with pytest.raises(RuntimeError, match="DAG run failed"):
+            run_dag(airflow_home, env, log=lambda _: None)
+    finally:
+        server.stop()
+    alerts = [json.loads(x) for x in (wh.parent / "alerts.ndjson").read_text().splitlines()]
+    assert alerts[-1]["task_id"] == "validate_raw" and "resource_versions_unique" in alerts[-1]["message"]
+    con = duckdb.connect(str(wh), read_only=True)
+    assert con.execute("SELECT count(*) FROM quality.alerts WHERE task_id = 'validate_raw'").fetchall()[0][0] >= 1
+    con.close()
+    assert _fingerprint(wh, REPORTS + ("fct_course_outcomes", "dim_patients")) == before
+
+
+def test_no_secret_in_logs(tmp_path):
+    from pipeline.settings import Settings
+
+    s = Settings.from_env({"OUTCOMES_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----secret"})
+    assert "secret" not in repr(s) and "BEGIN" not in repr(s)
+    assert os.environ.get("OUTCOMES_PRIVATE_KEY") is None
