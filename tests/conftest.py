@@ -121,3 +121,18 @@ def ehr(small_clinic, client_keys):
     server = EHRProcess(small_clinic)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def clinic_warehouse(tmp_path_factory) -> tuple[Path, Path]:
+    """A 2,000-patient clinic (with EHR mess) refreshed from files: real load, gates, dbt build, dashboards."""
+    from ehr_simulator.generate import generate
+    from ehr_simulator.params import GeneratorConfig
+
+    root = tmp_path_factory.mktemp("warehouse")
+    ehr = root / "ehr"
+    generate(GeneratorConfig(patients=2000, seed=314), ehr)
+    wh = root / "warehouse.duckdb"
+    proc = outcomes("refresh", "--from-dir", str(ehr), "--warehouse", str(wh))
+    assert "dbt build:" in proc.stdout and "quality: passed" in proc.stdout
+    return ehr, wh

@@ -145,47 +145,56 @@ def test_critical_raw_failure_stops_the_refresh_and_keeps_published_marts(defect
     con.close()
 
 
-@pytest.mark.parametrize(
-    "tamper,expectation",
-    [
-        (
-            "UPDATE marts_build.rpt_protocol_summary SET response_rate = 1.4 WHERE rowid = 0",
-            "summary_response_rate_in_unit_interval",
-        ),
-        (
-            "UPDATE marts_build.rpt_relapse_free_survival SET survival = 0.99, ci_upper = 1.0 WHERE day > 30",
-            "survival_non_increasing",
-        ),
-        (
-            "UPDATE marts_build.rpt_relapse_free_survival SET ci_lower = survival + 0.01 WHERE survival BETWEEN 0.2 AND 0.9",
-            "ci_lower_below_survival",
-        ),
-        (
-            "DELETE FROM marts_build.fct_course_outcomes WHERE course_id = (SELECT min(course_id) FROM marts_build.fct_course_outcomes)",
-            "courses_reconcile",
-        ),
-        ("ALTER TABLE marts_build.dim_patients ADD COLUMN email VARCHAR", "no_identifying_columns"),
-    ],
-)
-def test_critical_mart_failure_is_caught_before_publishing(defective_refresh, tamper, expectation):
+TAMPERS = [
+    (
+        "rpt_protocol_summary",
+        "UPDATE marts_build.rpt_protocol_summary SET response_rate = 1.4 WHERE rowid = 0",
+        "summary_response_rate_in_unit_interval",
+    ),
+    (
+        "rpt_relapse_free_survival",
+        "UPDATE marts_build.rpt_relapse_free_survival SET survival = 0.99, ci_upper = 1.0 WHERE day > 30",
+        "survival_non_increasing",
+    ),
+    (
+        "rpt_relapse_free_survival",
+        "UPDATE marts_build.rpt_relapse_free_survival SET ci_lower = survival + 0.01 WHERE survival BETWEEN 0.2 AND 0.9",
+        "ci_lower_below_survival",
+    ),
+    (
+        "fct_course_outcomes",
+        "DELETE FROM marts_build.fct_course_outcomes WHERE course_id = (SELECT min(course_id) FROM marts_build.fct_course_outcomes)",
+        "courses_reconcile",
+    ),
+    ("dim_patients", "ALTER TABLE marts_build.dim_patients ADD COLUMN email VARCHAR", "no_identifying_columns"),
+]
+
+
+def test_critical_mart_failures_are_caught_before_publishing(defective_refresh):
+    """One dbt build; each defect is planted in the built marts, caught, and the table restored."""
     _, wh, _ = defective_refresh
     settings = Settings.from_env(warehouse=wh)
     before = _marts_fingerprint(wh)
     steps.transform(settings, log=lambda _: None)
-    con = duckdb.connect(str(wh))
-    con.execute(tamper)
-    con.close()
-    with pytest.raises(QualityGateError, match=expectation):
-        steps.validate_marts(settings, log=lambda _: None)
-    assert _marts_fingerprint(wh) == before  # nothing was published
-    con = duckdb.connect(str(wh), read_only=True)
-    failed = con.execute(
-        """SELECT severity, outcome FROM quality.expectation_results
-                            WHERE expectation = ? ORDER BY run_id DESC LIMIT 1""",
-        [expectation],
-    ).fetchall()
-    con.close()
-    assert failed == [("critical", "run stopped")]
+    for table, tamper, expectation in TAMPERS:
+        con = duckdb.connect(str(wh))
+        con.execute(f"CREATE OR REPLACE TABLE main.backup_{table} AS SELECT * FROM marts_build.{table}")
+        con.execute(tamper)
+        con.close()
+        with pytest.raises(QualityGateError, match=expectation):
+            steps.validate_marts(settings, log=lambda _: None)
+        assert _marts_fingerprint(wh) == before  # nothing was published
+        con = duckdb.connect(str(wh))
+        failed = con.execute(
+            """SELECT severity, outcome FROM quality.expectation_results
+                                WHERE expectation = ? ORDER BY run_id DESC LIMIT 1""",
+            [expectation],
+        ).fetchall()
+        con.execute(f"CREATE OR REPLACE TABLE marts_build.{table} AS SELECT * FROM main.backup_{table}")
+        con.execute(f"DROP TABLE main.backup_{table}")
+        con.close()
+        assert failed == [("critical", "run stopped")], expectation
+    steps.validate_marts(settings, log=lambda _: None)  # restored: passes again
 
 
 def test_check_command_exits_non_zero_on_critical_failure(defective_refresh):

@@ -10,10 +10,6 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from conftest import outcomes
-
-from ehr_simulator.generate import generate
-from ehr_simulator.params import GeneratorConfig
 
 IDENTIFYING = (
     "name",
@@ -31,18 +27,6 @@ IDENTIFYING = (
     "postal",
     "city",
 )
-
-
-@pytest.fixture(scope="module")
-def clinic_warehouse(tmp_path_factory) -> tuple[Path, Path]:
-    """A 2,000-patient clinic (with EHR mess) refreshed from files: the real load + dbt build."""
-    root = tmp_path_factory.mktemp("warehouse")
-    ehr = root / "ehr"
-    generate(GeneratorConfig(patients=2000, seed=314), ehr)
-    wh = root / "warehouse.duckdb"
-    proc = outcomes("refresh", "--from-dir", str(ehr), "--warehouse", str(wh))
-    assert "dbt build:" in proc.stdout and "error" not in proc.stdout.split("dbt build:")[1].split("\n")[0]
-    return ehr, wh
 
 
 def _con(wh: Path):

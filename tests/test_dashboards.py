@@ -1,0 +1,125 @@
+"""Dashboards in headless Chromium from file: no script errors, expected traces and tables, suppression."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import outcomes
+
+from dashboards.suppression import count_label, rate_visible, rounded_label
+from ehr_simulator.generate import generate
+from ehr_simulator.params import GeneratorConfig
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "chromium is required for the browser tests (make test installs Debian's chromium)"
+    return path
+
+
+def render(page: Path, *extra: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [
+                chromium(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=8000",
+                *extra,
+                page.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def dom(page: Path) -> str:
+    proc = render(page, "--dump-dom")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def js_errors(html: str) -> str:
+    m = re.search(r'<div id="js-errors"[^>]*>(.*?)</div>', html, re.S)
+    assert m, "the error trap is missing from the page"
+    return m.group(1).strip()
+
+
+@pytest.mark.parametrize(
+    "page,traces,tables",
+    [
+        ("relapse.html", 6, ["at-risk-madrs", "median-madrs", "at-risk-phq9"]),
+        ("response.html", 4, ["rates-table"]),
+        ("cohort.html", 1, ["cohort-table", "health-table", "quarantine-table"]),
+    ],
+)
+def test_pages_load_without_errors_and_show_traces(clinic_warehouse, page, traces, tables):
+    _, wh = clinic_warehouse
+    html = dom(wh.parent / "dashboards" / page)
+    assert js_errors(html) == ""
+    assert html.count('class="main-svg"') >= 1  # plotly rendered
+    drawn = len(re.findall(r'class="trace scatter|class="trace bars|class="bars"', html))
+    assert drawn >= traces, f"{page}: {drawn} traces drawn"
+    for table_id in tables:
+        assert f'id="{table_id}"' in html
+    assert 'id="data-as-of"' in html and "definitions.html" in html
+
+
+def test_relapse_page_png_snapshot(clinic_warehouse):
+    _, wh = clinic_warehouse
+    png = wh.parent / "dashboards" / "relapse.png"
+    proc = render(wh.parent / "dashboards" / "relapse.html", f"--screenshot={png}", "--window-size=1400,1800")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000
+
+
+def test_pages_work_offline(clinic_warehouse):
+    _, wh = clinic_warehouse
+    pages = wh.parent / "dashboards"
+    for p in ("relapse.html", "response.html", "cohort.html"):
+        text = (pages / p).read_text()
+        assert "cdn." not in text and "https://" not in text.split("<body>")[0]
+    assert (pages / "plotly.min.js").stat().st_size > 1_000_000
+
+
+def test_suppression_rules():
+    assert [count_label(n) for n in (0, 1, 10, 11, 250)] == ["0", "<11", "<11", "11", "250"]
+    assert rate_visible(30, 60) and not rate_visible(5, 60) and not rate_visible(55, 60) and not rate_visible(5, 9)
+    assert rounded_label(24) == "~20" and rounded_label(7) == "<11" and rounded_label(0) == "0"
+
+
+def test_tiny_cohort_shows_no_small_counts(tmp_path):
+    clinic = tmp_path / "ehr"
+    generate(GeneratorConfig(patients=30, seed=5), clinic)
+    wh = tmp_path / "warehouse.duckdb"
+    outcomes("refresh", "--from-dir", str(clinic), "--warehouse", str(wh))
+    pages = tmp_path / "dashboards"
+    withheld_note = False
+    for p in ("relapse.html", "response.html", "cohort.html"):
+        html = dom(pages / p)
+        assert js_errors(html) == ""
+        cells = re.findall(r"<td>([^<]*)</td>", html)
+        small = [c for c in cells if re.fullmatch(r"~?\d+", c.strip()) and 1 <= int(c.strip("~ ")) <= 10]
+        assert not small, f"{p} shows small counts: {small}"
+        for m in re.finditer(r'"text":\[([^\]]*)\]', html):  # bar labels inside plotly figures
+            assert not re.search(r'"(?:[1-9]|10)"', m.group(1)), f"{p}: small count in a bar label"
+        withheld_note |= "curve withheld" in html
+    assert withheld_note
