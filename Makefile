@@ -1,7 +1,7 @@
 # Bootstrap what a fresh machine lacks (uv, the venv, chromium), then run the product.
 SHELL := /bin/bash
 PYTHON ?= python3
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV := $(PYTHON) -m uv
 VENV := .venv
 BIN := $(VENV)/bin
 PATIENTS ?= 300
@@ -12,11 +12,9 @@ SEED ?= 42
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-$(UV):
-	@echo ">> installing uv (not found on PATH)"
-	$(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
-
-$(BIN)/outcomes: pyproject.toml uv.lock | $(UV)
+$(BIN)/outcomes: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || { echo ">> installing uv"; $(PYTHON) -m pip install --quiet uv \
+	  || $(PYTHON) -m pip install --quiet --user uv; }
 	@echo ">> creating $(VENV) from uv.lock"
 	$(UV) sync --frozen --quiet
 	@touch $@
