@@ -54,7 +54,8 @@ def naive_load(clinic: str, warehouse: str, max_lines: int) -> int:
             except Exception:  # noqa: BLE001 - the naive path just skips what it cannot read
                 continue
             rows.append((res["resourceType"], res["id"], res.get("meta", {}).get("versionId"), line.decode()))
-        con.executemany("INSERT INTO resources VALUES (?, ?, ?, ?)", rows)
+        if rows:
+            con.executemany("INSERT INTO resources VALUES (?, ?, ?, ?)", rows)
     con.close()
     return n
 
