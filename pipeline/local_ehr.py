@@ -45,13 +45,17 @@ def ensure_client(ehr_dir: Path, secrets_dir: Path, log=print) -> tuple[str, Pat
 
 
 def _free_port(preferred: int) -> int:
+    """`preferred` if it is free, else any free port (0 means any)."""
+    if preferred:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
     with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextmanager

@@ -1,0 +1,95 @@
+"""End-to-end refresh benchmark: full refresh, then an incremental one after `--continue-days 1`.
+
+Per clinic size: wall time per step (extract, load, raw gate, dbt, mart gate, publish, dashboards),
+resources/s, peak memory and warehouse size, against the local EHR on 127.0.0.1. Prints a table and writes
+it as JSON (bench/results/refresh.json).
+
+Usage: python bench/refresh.py [--sizes 1000,10000,50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import measure  # noqa: E402
+
+STEPS = ("extract", "load", "validate raw", "transform", "validate marts", "publish", "dashboards")
+
+
+def _refresh(ehr_url: str, client_id: str, key: str, warehouse: str) -> dict:
+    from pipeline import refresh
+    from pipeline.settings import Settings
+
+    settings = Settings.from_env(
+        ehr_url=ehr_url, client_id=client_id, private_key_path=Path(key), warehouse=Path(warehouse)
+    )
+    return refresh.run(settings, log=lambda _: None)
+
+
+def run_size(patients: int, root: Path) -> list[dict]:
+    from ehr_simulator.auth import register_client
+    from ehr_simulator.generate import continue_clinic, generate
+    from ehr_simulator.params import GeneratorConfig
+    from pipeline.local_ehr import running_ehr
+
+    ehr = root / "ehr"
+    generate(GeneratorConfig(patients=patients, seed=1), ehr)
+    key = root / "client.pem"
+    client_id = register_client(ehr, key, "RS384", "bench")
+    warehouse = root / "warehouse.duckdb"
+    rows = []
+    for kind in ("full", "incremental"):
+        if kind == "incremental":
+            continue_clinic(ehr, 1)
+        with running_ehr(ehr, 0, log=lambda _: None) as base:
+            secs, peak, summary = measure(_refresh, base, client_id, str(key), str(warehouse))
+        read = summary["load"]["read"]
+        rows.append(
+            {
+                "patients": patients,
+                "refresh": kind,
+                "seconds": round(secs, 1),
+                "resources_read": read,
+                "resources_per_s": round(read / secs),
+                "peak_mib": round(peak),
+                "warehouse_mib": round(warehouse.stat().st_size / 2**20, 1),
+                "steps": summary["steps"],
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="1000,10000,50000")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "refresh.json"))
+    args = ap.parse_args()
+    results = []
+    header = (
+        f"{'patients':>9} {'refresh':<12} {'total s':>8} {'read':>9} {'res/s':>8} {'peak MiB':>9} {'wh MiB':>7}  "
+        + " ".join(f"{s[:10]:>10}" for s in STEPS)
+    )
+    print(header)
+    for n in (int(x) for x in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory() as d:
+            for r in run_size(n, Path(d)):
+                results.append(r)
+                print(
+                    f"{r['patients']:>9,} {r['refresh']:<12} {r['seconds']:>8.1f} {r['resources_read']:>9,} "
+                    f"{r['resources_per_s']:>8,} {r['peak_mib']:>9} {r['warehouse_mib']:>7}  "
+                    + " ".join(f"{r['steps'].get(s, 0):>10.1f}" for s in STEPS),
+                    flush=True,
+                )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
