@@ -287,25 +287,7 @@ class Loader:
                 )
                 if c["read"] != c["loaded"] + c["duplicate"] + c["quarantined"]:
                     raise AssertionError(f"counts do not reconcile for {rtype}: {c}")
-            con.execute("DELETE FROM raw.load_log WHERE load_id = ?", [plan.load_id])
-            con.execute(
-                """INSERT INTO raw.load_log VALUES (?, ?, ?, ?, ?, ?, ?, try_cast(? AS TIMESTAMPTZ), ?, ?,
-                           'committed', ?, ?, NULL)""",
-                [
-                    plan.load_id,
-                    load_seq,
-                    plan.source,
-                    plan.mode,
-                    str(plan.folder),
-                    plan.since,
-                    plan.transaction_time,
-                    plan.transaction_time,
-                    started,
-                    datetime.now(UTC),
-                    len(plan.files),
-                    result.export_errors,
-                ],
-            )
+            self._write_log(plan, load_seq, "committed", started, result.export_errors, None)
             con.execute("COMMIT")
         except BaseException as e:
             con.execute("ROLLBACK")
@@ -313,26 +295,40 @@ class Loader:
             raise
         return result
 
+    def _write_log(
+        self,
+        plan: LoadPlan,
+        load_seq: int | None,
+        status: str,
+        started: datetime,
+        export_errors: int,
+        message: str | None,
+    ) -> None:
+        """The load's row in raw.load_log (replacing an earlier failed attempt's)."""
+        self.con.execute("DELETE FROM raw.load_log WHERE load_id = ?", [plan.load_id])
+        self.con.execute(
+            "INSERT INTO raw.load_log VALUES (?, ?, ?, ?, ?, ?, ?, try_cast(? AS TIMESTAMPTZ), ?, ?, ?, ?, ?, ?)",
+            [
+                plan.load_id,
+                load_seq,
+                plan.source,
+                plan.mode,
+                str(plan.folder),
+                plan.since,
+                plan.transaction_time,
+                plan.transaction_time,
+                started,
+                datetime.now(UTC),
+                status,
+                len(plan.files),
+                export_errors,
+                message,
+            ],
+        )
+
     def _record_failure(self, plan: LoadPlan, started: datetime, error: BaseException) -> None:
         try:
-            self.con.execute("DELETE FROM raw.load_log WHERE load_id = ?", [plan.load_id])
-            self.con.execute(
-                """INSERT INTO raw.load_log VALUES (?, NULL, ?, ?, ?, ?, ?, try_cast(? AS TIMESTAMPTZ),
-                                ?, ?, 'failed', ?, 0, ?)""",
-                [
-                    plan.load_id,
-                    plan.source,
-                    plan.mode,
-                    str(plan.folder),
-                    plan.since,
-                    plan.transaction_time,
-                    plan.transaction_time,
-                    started,
-                    datetime.now(UTC),
-                    len(plan.files),
-                    f"{type(error).__name__}: {error}"[:2000],
-                ],
-            )
+            self._write_log(plan, None, "failed", started, 0, f"{type(error).__name__}: {error}"[:2000])
         except Exception:  # noqa: BLE001 - the original error matters more than the log row
             pass
 
