@@ -93,12 +93,6 @@ class _Clock:
             return dt.isoformat(timespec="milliseconds")
         return dt.isoformat(timespec="seconds")
 
-    def instant(self, dt: datetime) -> str:
-        """lastUpdated: mostly UTC with milliseconds, sometimes the server's local offset."""
-        if self.mrng.random() < 0.15:
-            return dt.astimezone(self.tz).isoformat(timespec="milliseconds")
-        return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
 
 def _lag(rng: random.Random) -> timedelta:
     """Charting delay between an event and the record reaching the EHR."""

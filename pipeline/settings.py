@@ -6,7 +6,6 @@ never printed: the repr shows only whether a key is present.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +65,6 @@ class Settings:
                 f"unknown clinic timezone {self.clinic_tz!r} (use an IANA name such as America/Los_Angeles)"
             ) from None
         return self
-
-    def replace(self, **changes) -> Settings:
-        return dataclasses.replace(self, **changes).validated()
 
     @property
     def dashboards(self) -> Path:

@@ -96,6 +96,12 @@ def test_warnings_are_recorded_and_shown(defective_refresh):
     assert "warning  infusion_dose_plausible" in proc.stdout
     # the unknown code is not an instrument: it never reaches the marts, and the dose still counts
     assert (
+        con.execute(
+            "SELECT count(*) FROM marts.fct_assessments WHERE assessment_id = 'defect-unknown-code'"
+        ).fetchall()[0][0]
+        == 0
+    )
+    assert (
         con.execute("SELECT count(*) FROM marts.fct_infusions WHERE infusion_id = 'defect-dose'").fetchall()[0][0] == 1
     )
     con.close()
