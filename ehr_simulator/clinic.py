@@ -663,7 +663,7 @@ def _simulate_course(
             _therapy(rng, clock, add, ref, practitioners, pid, first_day + timedelta(days=1), "met")
 
     # Deleted resources (e.g. a session booked on the wrong chart, then removed).
-    if mrng.random() < mess.deleted_resource * 10:
+    if mrng.random() < mess.deleted_resource:
         d = first_day + timedelta(days=rng.randint(1, 20))
         rec = _therapy(rng, clock, add, ref, practitioners, pid, d, modality or "cbt")
         rec.deleted_at = rec.versions[-1][0] + timedelta(days=rng.randint(1, 10))

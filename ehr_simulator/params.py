@@ -116,7 +116,7 @@ class MessRates:
     both_versions_in_export: float = 0.3
     missing_careplan: float = 0.05
     text_only_medication: float = 0.03
-    deleted_resource: float = 0.002
+    deleted_resource: float = 0.02  # per course: a session charted on the wrong chart, then deleted
     therapy_on_infusion_day: float = 0.01
 
     @classmethod
