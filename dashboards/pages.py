@@ -36,6 +36,7 @@ INSTRUMENT_LABELS = {
     "hamd17": "HAM-D17 (clinician)",
     "bdi2": "BDI-II (self)",
 }
+INSTRUMENT_COLORS = {"madrs": "#1f77b4", "phq9": "#2ca02c", "caps5": "#9467bd", "pcl5": "#ff7f0e"}
 AT_RISK_DAYS = (0, 14, 28, 56, 84, 112, 140, 168)
 PAGES = {"relapse.html": "Relapse", "response.html": "Response and remission", "cohort.html": "Cohort and data health"}
 
@@ -286,8 +287,13 @@ def response_page(marts: dict, data_as_of: str) -> str:
                     ]
                 )
             name = INSTRUMENT_LABELS.get(inst, inst)
-            fig.add_trace(go.Bar(x=labels, y=resp, name=name, legendgroup=inst), row=1, col=1)
-            fig.add_trace(go.Bar(x=labels, y=remit, name=name, legendgroup=inst, showlegend=False), row=1, col=2)
+            color = INSTRUMENT_COLORS.get(inst)  # the same colour for a scale in both panels
+            fig.add_trace(go.Bar(x=labels, y=resp, name=name, legendgroup=inst, marker_color=color), row=1, col=1)
+            fig.add_trace(
+                go.Bar(x=labels, y=remit, name=name, legendgroup=inst, showlegend=False, marker_color=color),
+                row=1,
+                col=2,
+            )
     fig.update_layout(
         barmode="group",
         height=450,
