@@ -11,13 +11,18 @@ def ensure_quality_schema(con) -> None:
         CREATE TABLE IF NOT EXISTS quality.validation_runs (
             run_id VARCHAR, suite VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, success BOOLEAN,
             critical_failures INTEGER, warnings INTEGER, quarantined_records BIGINT, rows_validated BIGINT)""")
+    # Incremental raw validation: which raw loads a run covered (load_seq watermark), whether it re-read
+    # everything, and a fingerprint of the checks (a changed suite or seed forces a full revalidation).
+    for column, type_ in (("scope", "VARCHAR"), ("through_load_seq", "BIGINT"), ("checks_fingerprint", "VARCHAR")):
+        con.execute(f"ALTER TABLE quality.validation_runs ADD COLUMN IF NOT EXISTS {column} {type_}")
     con.execute("""
         CREATE TABLE IF NOT EXISTS quality.expectation_results (
             run_id VARCHAR, suite VARCHAR, frame VARCHAR, expectation VARCHAR, expectation_type VARCHAR,
             column_name VARCHAR, success BOOLEAN, severity VARCHAR, observed_value VARCHAR, unexpected_count BIGINT,
             element_count BIGINT, outcome VARCHAR, description VARCHAR)""")
     # The current quarantine: records of the raw layer's current versions that a row-level expectation
-    # rejected. dbt's intermediate models leave them out; each raw validation rewrites this set.
+    # rejected. dbt's intermediate models leave them out; each raw validation rewrites the verdicts of the
+    # records it validated (all of them on a full run; new versions and earlier rejects on an incremental one).
     con.execute(f"""
         CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} (
             resource_type VARCHAR, resource_id VARCHAR, version_id VARCHAR, expectation VARCHAR, suite VARCHAR,

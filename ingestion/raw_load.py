@@ -243,10 +243,8 @@ class Loader:
         log: Callable[[str], None] = print,
         progress: Callable[[str, int], None] | None = None,
         batch_lines: int = BATCH_LINES,
-        memory_limit: str = "1GB",
     ) -> None:
         self.con = con
-        self.memory_limit = memory_limit
         self.log = log
         self.progress = progress
         self.batch_lines = batch_lines
@@ -267,8 +265,8 @@ class Loader:
             return LoadResult(plan.load_id, skipped=True)
         started = datetime.now(UTC)
         result = LoadResult(plan.load_id, skipped=False)
-        # bounded memory whatever the export's size: DuckDB spills the open transaction to disk
-        con.execute(f"SET memory_limit = '{self.memory_limit}'")
+        # memory stays bounded whatever the export's size: beyond the connection's memory_limit
+        # (ingestion.warehouse.memory_limit) DuckDB spills the open transaction to disk
         con.execute("BEGIN TRANSACTION")
         try:
             load_seq = con.execute("SELECT nextval('raw.load_seq')").fetchall()[0][0]

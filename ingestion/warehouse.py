@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -20,6 +21,18 @@ FINAL_STATUSES = ("final", "amended", "corrected")
 
 class WarehouseBusy(RuntimeError):
     pass
+
+
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
+def memory_limit() -> str:
+    """DuckDB's buffer limit for every pipeline connection (and dbt's profile): beyond it DuckDB spills to
+    disk, so a step's memory stays bounded as history grows. OUTCOMES_DUCKDB_MEMORY_LIMIT overrides it."""
+    value = os.environ.get("OUTCOMES_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT).strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
+        raise ValueError(f"OUTCOMES_DUCKDB_MEMORY_LIMIT must look like 1GB or 768MiB, got {value!r}")
+    return value
 
 
 def connect(path: Path, read_only: bool = False):
@@ -41,6 +54,7 @@ def connect(path: Path, read_only: bool = False):
             ) from None
         raise
     con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{memory_limit()}'")
     return con
 
 

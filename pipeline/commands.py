@@ -65,8 +65,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     suites = ["raw", "marts"] if args.suite == "all" else [args.suite]
     failed = []
     for suite in suites:
-        fn = steps.validate_raw if suite == "raw" else steps.validate_marts
-        result = _run(fn, settings, raise_on_critical=False)
+        if suite == "raw":
+            result = _run(steps.validate_raw, settings, raise_on_critical=False, full=args.full)
+        else:
+            result = _run(steps.validate_marts, settings, raise_on_critical=False)
         if not result.passed:
             failed.append(suite)
     if failed:
@@ -157,6 +159,11 @@ def register(sub) -> None:
     )
     _common(c)
     c.add_argument("--suite", choices=("raw", "marts", "all"), default="all")
+    c.add_argument(
+        "--full",
+        action="store_true",
+        help="revalidate every raw record (default: records loaded since the last passed run, plus the quarantine)",
+    )
     c.set_defaults(func=cmd_check)
 
     r = sub.add_parser(
@@ -166,7 +173,7 @@ def register(sub) -> None:
     )
     _common(r, ehr=True)
     r.add_argument("--from-dir", help="refresh from a folder of FHIR files instead of the EHR")
-    r.add_argument("--full", action="store_true", help="full export instead of incremental")
+    r.add_argument("--full", action="store_true", help="full export and full raw revalidation instead of incremental")
     r.set_defaults(func=cmd_refresh)
 
     d = sub.add_parser(

@@ -168,21 +168,38 @@ def quality_docs_dir(settings: Settings) -> Path:
     return Path(settings.warehouse).parent / "quality_docs"
 
 
-def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool):
+def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, full: bool = False):
     import time
 
+    from expectations import scope as raw_scope
     from expectations.gate import run_suite
     from expectations.publish import BUILD_SCHEMA
-    from expectations.suites import mart_checks, mart_frames, raw_checks, raw_frames
+    from expectations.store import ensure_quality_schema
+    from expectations.suites import mart_checks, mart_frames, raw_checks, raw_frames, raw_seed_files
     from ingestion.warehouse import connect, ensure_raw_schema
 
     con = connect(settings.warehouse)
     try:
         if suite == "raw":
             ensure_raw_schema(con)
+            ensure_quality_schema(con)
+            fingerprint = raw_scope.checks_fingerprint(raw_seed_files())
+            scope = raw_scope.plan(con, fingerprint, force_full=full)
+            in_scope = raw_scope.materialize(con, scope)
+            log(
+                f"raw validation: {scope.label} ({scope.reason})"
+                + ("" if scope.full else f"; records in scope: {_fmt(in_scope) or 'none'}")
+            )
             now = time.time() + 86400  # a day of clock skew between the EHR and this machine is tolerated
             result = run_suite(
-                con, "raw", raw_frames(), lambda gx: raw_checks(gx, now), quality_docs_dir(settings), log
+                con,
+                "raw",
+                raw_frames(scoped=not scope.full),
+                lambda gx: raw_checks(gx, now),
+                quality_docs_dir(settings),
+                log,
+                scope=scope,
+                fingerprint=fingerprint,
             )
         else:
             result = run_suite(con, "marts", mart_frames(BUILD_SCHEMA), mart_checks, quality_docs_dir(settings), log)
@@ -199,9 +216,10 @@ def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool):
     return result
 
 
-def validate_raw(settings: Settings, log: Log = print, raise_on_critical: bool = True):
-    """Raw gate: row-level failures are quarantined; critical failures stop the refresh."""
-    return _gate(settings, "raw", log, raise_on_critical)
+def validate_raw(settings: Settings, log: Log = print, raise_on_critical: bool = True, full: bool = False):
+    """Raw gate: row-level failures are quarantined; critical failures stop the refresh. Incremental (the
+    records loaded since the last passed run, plus the current quarantine) unless `full`."""
+    return _gate(settings, "raw", log, raise_on_critical, full)
 
 
 def validate_marts(settings: Settings, log: Log = print, raise_on_critical: bool = True):

@@ -215,3 +215,57 @@ def test_check_command_exits_non_zero_on_critical_failure(defective_refresh):
     con = duckdb.connect(str(wh))
     con.execute("ALTER TABLE marts_build.fct_infusions DROP COLUMN patient_name")
     con.close()
+
+
+def test_incremental_raw_gate_gives_the_verdicts_of_a_full_revalidation(defective_refresh, tmp_path):
+    """A second night revalidates only what changed, yet its quarantine equals a full revalidation's."""
+    import shutil
+
+    clinic, wh, _ = defective_refresh
+    night2 = tmp_path / "warehouse.duckdb"
+    shutil.copy(wh, night2)
+    obs = _obs_lines(clinic)
+    phq = _first(obs, "44261-6")
+    fixed = next(o for o in obs if o["id"] == "defect-out-of-range")
+    fixed = _variant(fixed, "defect-out-of-range", valueInteger=12)
+    fixed["meta"] = {"versionId": "2", "lastUpdated": "2026-09-30T12:00:00Z"}
+    patient = orjson.loads((clinic / "Patient.ndjson").read_bytes().splitlines()[0])
+    patient["id"] = "does-not-exist"  # the patient the orphan observation names arrives late
+    batch = tmp_path / "night2"
+    batch.mkdir()
+    (batch / "Observation.ndjson").write_bytes(
+        orjson.dumps(fixed) + b"\n" + orjson.dumps(_variant(phq, "defect-new-out-of-range", valueInteger=99)) + b"\n"
+    )
+    (batch / "Patient.ndjson").write_bytes(orjson.dumps(patient) + b"\n")
+
+    proc = outcomes("refresh", "--from-dir", str(batch), "--warehouse", str(night2))
+    assert "raw validation: incremental" in proc.stdout
+
+    def verdicts() -> set[tuple[str, str]]:
+        con = duckdb.connect(str(night2), read_only=True)
+        rows = con.execute("SELECT resource_id, expectation FROM quality.quarantined_records").fetchall()
+        con.close()
+        return set(rows)
+
+    incremental = verdicts()
+    defects = {r for r in incremental if r[0].startswith("defect-")}
+    assert defects == {
+        ("defect-new-out-of-range", "score_within_phq9_range"),
+        ("defect-future", "observation_not_in_future"),
+        ("defect-bad-time", "observation_time_parses"),
+    }
+    con = duckdb.connect(str(night2), read_only=True)
+    released = con.execute(
+        "SELECT assessment_id, score FROM marts.fct_assessments WHERE assessment_id LIKE 'defect-%' ORDER BY 1"
+    ).fetchall()
+    scopes = con.execute(
+        "SELECT scope, rows_validated FROM quality.validation_runs WHERE suite = 'raw' ORDER BY started_at"
+    ).fetchall()
+    con.close()
+    assert ("defect-out-of-range", 12.0) in released  # the corrected version is released into the marts
+    (first_scope, full_rows), (last_scope, incremental_rows) = scopes[0], scopes[-1]
+    assert (first_scope, last_scope) == ("full", "incremental")
+    assert incremental_rows < full_rows / 10
+
+    outcomes("check", "--suite", "raw", "--full", "--warehouse", str(night2))
+    assert verdicts() == incremental
