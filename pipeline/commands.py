@@ -53,7 +53,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_transform(args: argparse.Namespace) -> int:
     from pipeline import steps
 
-    _run(steps.transform, _settings(args))
+    _run(steps.transform, _settings(args), full_refresh=args.full_refresh)
     return 0
 
 
@@ -149,6 +149,11 @@ def register(sub) -> None:
         description="Run `dbt build` on the warehouse (seeds, models, data tests, unit tests).",
     )
     _common(t)
+    t.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild the incremental models from all history (the surrogate-key lookup is never rebuilt)",
+    )
     t.set_defaults(func=cmd_transform)
 
     c = sub.add_parser(
@@ -173,7 +178,9 @@ def register(sub) -> None:
     )
     _common(r, ehr=True)
     r.add_argument("--from-dir", help="refresh from a folder of FHIR files instead of the EHR")
-    r.add_argument("--full", action="store_true", help="full export and full raw revalidation instead of incremental")
+    r.add_argument(
+        "--full", action="store_true", help="full export, raw revalidation and dbt rebuild instead of incremental"
+    )
     r.set_defaults(func=cmd_refresh)
 
     d = sub.add_parser(

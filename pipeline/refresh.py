@@ -25,7 +25,7 @@ def run(settings: Settings, from_dir: Path | None = None, full: bool = False, lo
     loaded = timed("load", steps.load, settings, from_dir=from_dir, log=log)
     summary["load"] = loaded.totals
     raw_gate = timed("validate raw", steps.validate_raw, settings, log=log, full=full)
-    summary["dbt"] = timed("transform", steps.transform, settings, log=log)
+    summary["dbt"] = timed("transform", steps.transform, settings, log=log, full_refresh=full)
     mart_gate = timed("validate marts", steps.validate_marts, settings, log=log)
     timed("publish", steps.publish, settings, log=log)
     summary["dashboards"] = str(timed("dashboards", steps.dashboards, settings, log=log)[0])

@@ -142,8 +142,9 @@ def _fmt(t: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in t.items())
 
 
-def transform(settings: Settings, log: Log = print, dbt_vars: dict | None = None) -> dict:
-    """dbt build: staging -> intermediate -> marts (into marts_build), with data tests and unit tests."""
+def transform(settings: Settings, log: Log = print, dbt_vars: dict | None = None, full_refresh: bool = False) -> dict:
+    """dbt build: staging -> intermediate -> marts (into marts_build), with data tests and unit tests.
+    Incremental models read only what changed since their last run unless `full_refresh`."""
     from expectations.store import ensure_quality_schema
     from ingestion.warehouse import connect, ensure_raw_schema
     from pipeline.transform import build
@@ -156,7 +157,10 @@ def transform(settings: Settings, log: Log = print, dbt_vars: dict | None = None
         con.close()
 
     return build(
-        Path(settings.warehouse), dbt_vars={"clinic_timezone": settings.clinic_tz, **(dbt_vars or {})}, log=log
+        Path(settings.warehouse),
+        dbt_vars={"clinic_timezone": settings.clinic_tz, **(dbt_vars or {})},
+        log=log,
+        full_refresh=full_refresh,
     )
 
 

@@ -66,9 +66,11 @@ def build(
     select: str | None = None,
     log: Callable[[str], None] = print,
     quiet: bool = False,
+    full_refresh: bool = False,
 ) -> dict:
-    """`dbt build`; raises TransformError naming what failed."""
-    args = ["build"] + (["--select", select] if select else [])
+    """`dbt build` (incremental models rebuilt whole if `full_refresh`); raises TransformError naming what
+    failed."""
+    args = ["build"] + (["--select", select] if select else []) + (["--full-refresh"] if full_refresh else [])
     result = dbt_invoke(warehouse, args, dbt_vars, quiet)
     if result.exception is not None:
         raise TransformError(f"dbt could not run: {result.exception}")

@@ -1,7 +1,8 @@
 -- Assessments placed in their course and phase: baseline (up to the first infusion's start), induction
 -- (through the endpoint window), follow-up (after it); pre_course when before any course's window.
 with assessments as (
-    select * from {{ ref('int_assessments_scored') }}
+    select * exclude (load_seq) from {{ ref('int_assessments_scored') }}
+    where {{ not_quarantined('Observation', 'assessment_id') }}
 ),
 
 courses as (

@@ -1,6 +1,18 @@
+{{ config(
+    materialized='incremental',
+    unique_key='assessment_id',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    pre_hook="{{ delete_revised_resources('observation_versions', 'assessment_id') }}",
+) }}
 -- Observations mapped to instruments through the catalogue seed (any coding may match), final only.
+-- Incremental (macros/incremental.sql): a night re-reads only the observations revised since the last run.
+-- Quarantined observations are kept here and left out by int_assessments_assigned.
 with observations as (
     select * from {{ ref('stg_fhir__observations') }}
+    {% if is_incremental() -%}
+    where observation_id in ({{ revised_resources('observation_versions') }})
+    {%- endif %}
 ),
 
 catalogue as (
@@ -37,11 +49,11 @@ select
     observations.performer_type,
     observations.observation_status,
     observations.value_score between mapped.min_score and mapped.max_score as is_in_range,
-    observations.last_updated_at
+    observations.last_updated_at,
+    observations.load_seq
 from observations
 inner join mapped on observations.observation_id = mapped.observation_id and mapped.match_rank = 1
 -- final / amended / corrected count; preliminary and registered are not results yet
 where observations.is_final
-    and {{ not_quarantined('Observation', 'observations.observation_id') }}
     and observations.effective_at is not null
     and observations.value_score is not null

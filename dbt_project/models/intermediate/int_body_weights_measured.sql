@@ -1,5 +1,16 @@
+{{ config(
+    materialized='incremental',
+    unique_key='observation_id',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    pre_hook="{{ delete_revised_resources('observation_versions', 'observation_id') }}",
+) }}
+-- Incremental like int_assessments_scored; quarantined weights are left out by int_infusions_identified.
 with observations as (
     select * from {{ ref('stg_fhir__observations') }}
+    {% if is_incremental() -%}
+    where observation_id in ({{ revised_resources('observation_versions') }})
+    {%- endif %}
 ),
 
 codings as (
@@ -19,8 +30,8 @@ select
     observations.effective_at as measured_at,
     case when observations.value_unit in ('g') then observations.value_score / 1000
          when observations.value_unit in ('[lb_av]', 'lb', 'lbs') then observations.value_score * 0.45359237
-         else observations.value_score end as weight_kg
+         else observations.value_score end as weight_kg,
+    observations.load_seq
 from observations
 inner join weight_ids on observations.observation_id = weight_ids.observation_id
 where observations.is_final and observations.effective_at is not null and observations.value_score > 0
-    and {{ not_quarantined('Observation', 'observations.observation_id') }}

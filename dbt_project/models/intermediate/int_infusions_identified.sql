@@ -28,6 +28,7 @@ ketamine as (
 
 weights as (
     select patient_id, measured_at, weight_kg from {{ ref('int_body_weights_measured') }}
+    where {{ not_quarantined('Observation', 'observation_id') }}
 ),
 
 with_prior_weight as (

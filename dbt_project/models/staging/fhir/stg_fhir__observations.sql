@@ -16,5 +16,6 @@ select
     value_source,
     json_extract_string(resource, '$.valueQuantity.unit') as value_unit,
     last_updated,
-    last_updated_at
+    last_updated_at,
+    load_seq
 from {{ source('fhir', 'observation_current') }}
