@@ -16,7 +16,7 @@ $(BIN)/outcomes: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || { echo ">> installing uv"; $(PYTHON) -m pip install --quiet uv \
 	  || $(PYTHON) -m pip install --quiet --user uv; }
 	@echo ">> creating $(VENV) from uv.lock"
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
 bootstrap: $(BIN)/outcomes  ## install the locked environment

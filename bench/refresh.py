@@ -59,6 +59,7 @@ def run_size(patients: int, root: Path) -> list[dict]:
                 "peak_mib": round(peak),
                 "warehouse_mib": round(warehouse.stat().st_size / 2**20, 1),
                 "steps": summary["steps"],
+                "peak_mib_after_step": summary["peak_mib_after"],
             }
         )
     return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from pipeline.settings import Settings
 
 
 def run(settings: Settings, from_dir: Path | None = None, full: bool = False, log=print) -> dict:
-    summary: dict = {"steps": {}}
+    summary: dict = {"steps": {}, "peak_mib_after": {}}
     t0 = time.perf_counter()
 
     def timed(name: str, fn, *a, **kw):
@@ -18,6 +19,8 @@ def run(settings: Settings, from_dir: Path | None = None, full: bool = False, lo
         start = time.perf_counter()
         out = fn(*a, **kw)
         summary["steps"][name] = round(time.perf_counter() - start, 2)
+        # the process's memory high-water mark so far: shows which step sets the peak
+        summary["peak_mib_after"][name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         return out
 
     if from_dir is None:
