@@ -217,8 +217,10 @@ def test_check_command_exits_non_zero_on_critical_failure(defective_refresh):
     con.close()
 
 
-def test_incremental_raw_gate_gives_the_verdicts_of_a_full_revalidation(defective_refresh, tmp_path):
-    """A second night revalidates only what changed, yet its quarantine equals a full revalidation's."""
+def test_incremental_night_equals_a_full_revalidation_and_rebuild(defective_refresh, tmp_path):
+    """A second night revalidates and re-scores only what changed, yet its quarantine equals a full
+    revalidation's and its marts a full rebuild's: a corrected version replaces the old score, a retraction
+    removes one, a late patient releases an orphan."""
     import shutil
 
     clinic, wh, _ = defective_refresh
@@ -229,12 +231,24 @@ def test_incremental_raw_gate_gives_the_verdicts_of_a_full_revalidation(defectiv
     fixed = next(o for o in obs if o["id"] == "defect-out-of-range")
     fixed = _variant(fixed, "defect-out-of-range", valueInteger=12)
     fixed["meta"] = {"versionId": "2", "lastUpdated": "2026-09-30T12:00:00Z"}
+    retracted = copy.deepcopy(next(o for o in obs if o["code"]["coding"][0]["code"] == "44261-6" and o is not phq))
+    con = duckdb.connect(str(wh), read_only=True)
+    present = con.execute(
+        "SELECT count(*) FROM intermediate.int_assessments_scored WHERE assessment_id = ?", [retracted["id"]]
+    ).fetchall()[0][0]
+    con.close()
+    assert present == 1
+    retracted["status"] = "entered-in-error"
+    retracted["meta"] = {"versionId": "9", "lastUpdated": "2026-09-30T12:00:00Z"}
     patient = orjson.loads((clinic / "Patient.ndjson").read_bytes().splitlines()[0])
     patient["id"] = "does-not-exist"  # the patient the orphan observation names arrives late
     batch = tmp_path / "night2"
     batch.mkdir()
     (batch / "Observation.ndjson").write_bytes(
-        orjson.dumps(fixed) + b"\n" + orjson.dumps(_variant(phq, "defect-new-out-of-range", valueInteger=99)) + b"\n"
+        b"\n".join(
+            orjson.dumps(o) for o in (fixed, _variant(phq, "defect-new-out-of-range", valueInteger=99), retracted)
+        )
+        + b"\n"
     )
     (batch / "Patient.ndjson").write_bytes(orjson.dumps(patient) + b"\n")
 
@@ -269,3 +283,18 @@ def test_incremental_raw_gate_gives_the_verdicts_of_a_full_revalidation(defectiv
 
     outcomes("check", "--suite", "raw", "--full", "--warehouse", str(night2))
     assert verdicts() == incremental
+
+    def scored() -> dict[str, list[tuple]]:
+        con = duckdb.connect(str(night2), read_only=True)
+        rows = {
+            t: con.execute(f"SELECT * FROM intermediate.{t} ORDER BY ALL").fetchall()
+            for t in ("int_assessments_scored", "int_body_weights_measured", "int_psychotherapy_sessions_identified")
+        }
+        con.close()
+        return rows
+
+    incremental_scores = scored()
+    ids = {r[0] for r in incremental_scores["int_assessments_scored"]}
+    assert retracted["id"] not in ids and "defect-out-of-range" in ids
+    outcomes("transform", "--full-refresh", "--warehouse", str(night2))
+    assert scored() == incremental_scores

@@ -2,7 +2,7 @@
     materialized='incremental',
     unique_key='assessment_id',
     incremental_strategy='delete+insert',
-    on_schema_change='fail',
+    on_schema_change='append_new_columns',
     pre_hook="{{ delete_revised_resources('observation_versions', 'assessment_id') }}",
 ) }}
 -- Observations mapped to instruments through the catalogue seed (any coding may match), final only.
@@ -11,7 +11,7 @@
 with observations as (
     select * from {{ ref('stg_fhir__observations') }}
     {% if is_incremental() -%}
-    where observation_id in ({{ revised_resources('observation_versions') }})
+    where {{ revised_filter('observation_versions', 'observation_id') }}
     {%- endif %}
 ),
 

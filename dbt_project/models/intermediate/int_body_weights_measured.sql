@@ -2,14 +2,14 @@
     materialized='incremental',
     unique_key='observation_id',
     incremental_strategy='delete+insert',
-    on_schema_change='fail',
+    on_schema_change='append_new_columns',
     pre_hook="{{ delete_revised_resources('observation_versions', 'observation_id') }}",
 ) }}
 -- Incremental like int_assessments_scored; quarantined weights are left out by int_infusions_identified.
 with observations as (
     select * from {{ ref('stg_fhir__observations') }}
     {% if is_incremental() -%}
-    where observation_id in ({{ revised_resources('observation_versions') }})
+    where {{ revised_filter('observation_versions', 'observation_id') }}
     {%- endif %}
 ),
 

@@ -1,5 +1,6 @@
 with sessions as (
-    select * from {{ ref('int_psychotherapy_sessions_identified') }}
+    select * exclude (load_seq) from {{ ref('int_psychotherapy_sessions_identified') }}
+    where {{ not_quarantined('Procedure', 'session_id') }}
 ),
 
 courses as (

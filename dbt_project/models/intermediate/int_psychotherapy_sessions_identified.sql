@@ -1,8 +1,18 @@
+{{ config(
+    materialized='incremental',
+    unique_key='session_id',
+    incremental_strategy='delete+insert',
+    on_schema_change='append_new_columns',
+    pre_hook="{{ delete_revised_resources('procedure_versions', 'session_id') }}",
+) }}
 -- Psychotherapy sessions: a psychotherapy CPT code; modality from the category or code codings.
+-- Incremental (macros/incremental.sql); quarantined sessions are left out by int_psychotherapy_sessions_assigned.
 with procedures as (
     select * from {{ ref('stg_fhir__procedures') }}
     where procedure_status = 'completed' and performed_at is not null
-        and {{ not_quarantined('Procedure', 'procedure_id') }}
+    {% if is_incremental() -%}
+        and {{ revised_filter('procedure_versions', 'procedure_id') }}
+    {%- endif %}
 ),
 
 cpt as (
@@ -31,7 +41,8 @@ select
     cpt.minutes,
     coalesce(modality.modality, 'unspecified') as modality,
     procedures.performed_at as session_at,
-    {{ local_date('procedures.performed_at') }} as session_date
+    {{ local_date('procedures.performed_at') }} as session_date,
+    procedures.load_seq
 from procedures
 inner join cpt on procedures.procedure_id = cpt.procedure_id
 left join modality on procedures.procedure_id = modality.procedure_id

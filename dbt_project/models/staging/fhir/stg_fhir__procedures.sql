@@ -10,5 +10,6 @@ select
              json_extract_string(resource, '$.performedDateTime')) as performed_raw,
     {{ fhir_datetime("coalesce(json_extract_string(resource, '$.performedPeriod.start'), json_extract_string(resource, '$.performedDateTime'))") }} as performed_at,
     {{ fhir_datetime("json_extract_string(resource, '$.performedPeriod.end')") }} as performed_end_at,
-    last_updated_at
+    last_updated_at,
+    load_seq
 from {{ source('fhir', 'procedure_current') }}
