@@ -38,10 +38,13 @@ lint: bootstrap  ## ruff lint + format check
 format: bootstrap
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-bench: bootstrap  ## benchmarks that print figures
+REFRESH_SIZES ?= 1000,10000,50000
+
+bench: bootstrap  ## benchmarks that print figures (the end-to-end refresh at 50k takes ~15 min)
 	$(BIN)/python bench/generator.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/dbt_build.py
+	$(BIN)/python bench/refresh.py --sizes $(REFRESH_SIZES)
 
 docs: bootstrap  ## build the dbt docs site (catalogue of every model and column) into dbt_project/target
 	@test -f data/warehouse.duckdb || $(MAKE) demo

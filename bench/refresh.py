@@ -1,8 +1,8 @@
 """End-to-end refresh benchmark: full refresh, then an incremental one after `--continue-days 1`.
 
 Per clinic size: wall time per step (extract, load, raw gate, dbt, mart gate, publish, dashboards),
-resources/s, peak memory and warehouse size, against the local EHR on 127.0.0.1. Prints a table and writes
-it as JSON (bench/results/refresh.json).
+resources/s, peak memory (and the high-water mark after each step, in the JSON) and warehouse size, against
+the local EHR on 127.0.0.1. Prints a table and writes it as JSON (bench/results/refresh.json).
 
 Usage: python bench/refresh.py [--sizes 1000,10000,50000]
 """
