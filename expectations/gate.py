@@ -78,18 +78,17 @@ def _context(docs_dir: Path | None):
     return gx, context
 
 
-def _chunks(con, frame: Frame, chunk_rows: int) -> tuple[list[str], int]:
-    """SQL per chunk of the frame. Large partitioned frames are staged once in a temp table (DuckDB spills
-    it under its memory limit) and pulled into pandas a hash-partition at a time."""
-    if frame.partition_column is None:
-        return [frame.sql], 0
+def _chunks(con, frame: Frame, chunk_rows: int) -> list[str]:
+    """SQL per chunk of the frame. Large frames of records are staged once in a temp table (DuckDB spills it
+    under its memory limit) and pulled into pandas a hash-partition of ids at a time."""
+    if frame.id_column is None:
+        return [frame.sql]
     con.execute(f"CREATE OR REPLACE TEMP TABLE gate_frame AS {frame.sql}")
     rows = con.execute("SELECT count(*) FROM gate_frame").fetchall()[0][0]
     parts = max(1, -(-rows // chunk_rows))
     if parts == 1:
-        return ["SELECT * FROM gate_frame"], rows
-    key = frame.partition_column
-    return [f"SELECT * FROM gate_frame WHERE hash({key}) % {parts} = {i}" for i in range(parts)], rows
+        return ["SELECT * FROM gate_frame"]
+    return [f"SELECT * FROM gate_frame WHERE hash({frame.id_column}) % {parts} = {i}" for i in range(parts)]
 
 
 def run_suite(
@@ -141,7 +140,7 @@ def run_suite(
         )
         by_name = {c.name: c for c in frame_checks}
         merged: dict[str, dict] = {}
-        chunk_sqls, _ = _chunks(con, frame, chunk_rows)
+        chunk_sqls = _chunks(con, frame, chunk_rows)
         frame_rows = 0
         for chunk_sql in chunk_sqls:
             df = con.sql(chunk_sql).df()
@@ -180,7 +179,7 @@ def run_suite(
                         )
                     result.quarantined[check.name] = result.quarantined.get(check.name, 0) + len(bad)
             del df
-        if frame.partition_column is not None:
+        if frame.id_column is not None:
             con.execute("DROP TABLE IF EXISTS gate_frame")
         rows_validated += frame_rows
         for name, m in merged.items():

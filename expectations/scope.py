@@ -85,12 +85,13 @@ def materialize(con, scope: RawScope) -> dict[str, int]:
         [since],
     ).fetchall()[0][0]
     if gone:  # rare: only then is it worth reading every record's subject
+        from expectations.suites import patient_ref
+
         for rtype, stem in PATIENT_LINKED.items():
             con.execute(
                 f"""INSERT INTO {SCOPE_TABLE}
                     SELECT ?, resource_id FROM raw.{stem}_current
-                    WHERE regexp_extract(json_extract_string(resource, '$.subject.reference'),
-                                         '(?:Patient/|urn:uuid:)([^/]+)$', 1) IN (
+                    WHERE {patient_ref("$.subject.reference")} IN (
                         SELECT resource_id FROM raw.patient_versions WHERE load_seq > ?
                         EXCEPT SELECT resource_id FROM raw.patient_current)""",
                 [rtype, since],

@@ -24,10 +24,9 @@ IDENTIFYING_COLUMN = (
 class Frame:
     sql: str
     resource_type: str | None = None  # set for frames whose rows can be quarantined
+    # Frames with an id column are validated in chunks split on it, so memory stays bounded as history
+    # grows: every check on such a frame must hold per row (or per group of equal ids).
     id_column: str | None = None
-    # Large frames are validated in chunks split on this column, so memory stays bounded as history grows;
-    # every check on a chunked frame must hold per row or per group of equal values of this column.
-    partition_column: str | None = None
 
 
 @dataclass
@@ -40,7 +39,7 @@ class Check:
     meta: dict = field(default_factory=dict)
 
 
-def _patient_ref(path: str) -> str:
+def patient_ref(path: str) -> str:
     return f"regexp_extract(json_extract_string(resource, '{path}'), '(?:Patient/|urn:uuid:)([^/]+)$', 1)"
 
 
@@ -70,7 +69,7 @@ def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
             f"""
             WITH obs AS (
                 SELECT resource_id, version_id, resource,
-                       {_patient_ref("$.subject.reference")} AS patient_id,
+                       {patient_ref("$.subject.reference")} AS patient_id,
                        json_extract_string(resource, '$.effectiveDateTime') AS effective_raw,
                        value_score, json_extract_string(resource, '$.category[0].coding[0].code') AS category,
                        from_json(json_extract(resource, '$.code.coding'),
@@ -97,21 +96,19 @@ def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
             LEFT JOIN raw.patient_current AS patients ON obs.patient_id = patients.resource_id""",
             "Observation",
             "observation_id",
-            "observation_id",
         ),
         "infusions": Frame(
             f"""
             WITH ma AS (
-                SELECT resource_id, version_id, resource, {_patient_ref("$.subject.reference")} AS patient_id,
+                SELECT resource_id, version_id, resource, {patient_ref("$.subject.reference")} AS patient_id,
                        coalesce(json_extract_string(resource, '$.effectivePeriod.start'),
                                 json_extract_string(resource, '$.effectiveDateTime')) AS started_raw,
                        try_cast(json_extract_string(resource, '$.dosage.dose.value') AS DOUBLE) AS dose_mg
                 FROM raw.medication_administration_current {only("MedicationAdministration")}),
             weight_codes AS (SELECT * FROM read_csv('{weights}', all_varchar = true)),
             weights AS (
-                SELECT {_patient_ref("$.subject.reference")} AS patient_id, avg(value_score) AS weight_kg
+                SELECT {patient_ref("$.subject.reference")} AS patient_id, avg(value_score) AS weight_kg
                 FROM raw.observation_current
-                -- the substring test only skips the JSON parse of observations that cannot be weights
                 WHERE json_extract_string(resource, '$.code.coding[0].code') IN (SELECT code FROM weight_codes)
                 GROUP BY ALL)
             SELECT ma.resource_id AS infusion_id, ma.version_id, ma.patient_id,
@@ -123,12 +120,11 @@ def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
             LEFT JOIN raw.patient_current AS patients ON ma.patient_id = patients.resource_id""",
             "MedicationAdministration",
             "infusion_id",
-            "infusion_id",
         ),
         "procedures": Frame(
             f"""
             SELECT p.resource_id AS procedure_id, p.version_id,
-                   {_patient_ref("$.subject.reference").replace("(resource", "(p.resource")} AS patient_id,
+                   {patient_ref("$.subject.reference").replace("(resource", "(p.resource")} AS patient_id,
                    patients.resource_id IS NOT NULL AS patient_exists,
                    coalesce(json_extract_string(p.resource, '$.performedPeriod.start'),
                             json_extract_string(p.resource, '$.performedDateTime')) AS performed_raw,
@@ -140,9 +136,8 @@ def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
             } AS performed_at
             FROM (SELECT * FROM raw.procedure_current {only("Procedure")}) AS p
             LEFT JOIN raw.patient_current AS patients
-                ON {_patient_ref("$.subject.reference").replace("(resource", "(p.resource")} = patients.resource_id""",
+                ON {patient_ref("$.subject.reference").replace("(resource", "(p.resource")} = patients.resource_id""",
             "Procedure",
-            "procedure_id",
             "procedure_id",
         ),
         "patients": Frame(
@@ -151,7 +146,6 @@ def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
                    json_extract_string(resource, '$.gender') AS gender
             FROM raw.patient_current {only("Patient")}""",
             "Patient",
-            "patient_id",
             "patient_id",
         ),
         # Uniqueness over every stored version is set work: DuckDB counts the keys stored more than once (on
