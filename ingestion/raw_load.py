@@ -345,6 +345,7 @@ class Loader:
         import polars as pl
 
         con = self.con
+        self.log(f"  reading {f.name}")  # progress in non-interactive logs (Airflow), one line per file
         batches = _ndjson_batches(f.path, self.batch_lines) if f.kind == "ndjson" else _bundle_batches(f.path)
         done = 0
         for numbers, lines, fallback in batches:

@@ -217,10 +217,15 @@ def test_process_killed_mid_load_leaves_previous_state_then_rerun_is_correct(tmp
     proc = subprocess.Popen(
         [str(BIN / "outcomes"), "load", "--from-dir", str(big), "--warehouse", str(wh)],
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    time.sleep(2.5)  # well inside the ~5 s load (startup ~1 s)
+    # killed once earlier files are in the open transaction and the largest one is being read
+    for line in proc.stdout:
+        if "reading Observation" in line:
+            break
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the load finished before it could be killed"
     assert warehouse_current(wh) == before
