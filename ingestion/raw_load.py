@@ -1,9 +1,10 @@
-"""Load a landing folder (or any folder of NDJSON / Bundle files) into the raw layer in one transaction.
+"""Load a landing folder (or any folder of NDJSON / Bundle files) into the raw layer.
 
 Every line read ends up loaded, counted as a duplicate of a stored version, or in raw.quarantine with a
-reason; per type, read = loaded + duplicate + quarantined. The load log row — which is also the new
-watermark — commits in the same transaction as the data, so a crash leaves the previous state intact and
-a rerun is idempotent.
+reason; per type, read = loaded + duplicate + quarantined. Batches commit one by one into the raw *_landed
+tables (so memory stays flat whatever the export's size), invisible to readers until the load's log row —
+which is also the new watermark — turns `committed` in a final transaction: a crash leaves the previous
+state intact, the next load discards the crashed load's rows, and a rerun is idempotent.
 
 Python only reads lines into polars batches; DuckDB does the flattening with JSON paths, the checks and
 the dedupe as set operations.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import gzip
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +24,12 @@ import orjson
 
 from ingestion.landing import DESCRIPTOR, read_json
 from ingestion.warehouse import (
+    COMMITTED,
     FINAL_STATUSES,
     OBSERVATION_STATUSES,
     ensure_raw_schema,
     ensure_type_tables,
+    landed_tables,
     table_stem,
 )
 
@@ -215,9 +219,7 @@ SELECT * EXCLUDE (line, fallback),  -- the raw text stays in the batch; joined b
             THEN 'unreadable value in ' || value_source || ': ''' || coalesce(v_int, v_qty, v_str) || ''''
     END AS reason,
     coalesce(version_id, '') || '|' || coalesce(last_updated, '')
-        || CASE WHEN version_id IS NULL AND last_updated IS NULL THEN '|' || md5(line) ELSE '' END AS version_key,
-    line_number <> min(line_number) OVER (PARTITION BY resource_type, resource_id, version_id, last_updated,
-        CASE WHEN version_id IS NULL AND last_updated IS NULL THEN md5(line) END) AS repeated_in_batch
+        || CASE WHEN version_id IS NULL AND last_updated IS NULL THEN '|' || md5(line) ELSE '' END AS version_key
 FROM typed
 """
 
@@ -226,13 +228,16 @@ def _insert_versions_sql(rtype: str, stem: str) -> str:
     obs_cols = ", value_score, value_source, is_final" if rtype == "Observation" else ""
     obs_vals = f", c.value_score, c.value_source, c.status IN ({_FINAL})" if rtype == "Observation" else ""
     return f"""
-        INSERT INTO raw.{stem}_versions (resource_id, version_id, version_key, last_updated, last_updated_at,
+        INSERT INTO raw.{stem}_versions_landed (resource_id, version_id, version_key, last_updated, last_updated_at,
             status, is_deleted, resource, source, load_id, load_seq, file, line_number, landed_at{obs_cols})
         SELECT c.resource_id, c.version_id, c.version_key, c.last_updated, c.last_updated_at, c.status, false,
                b.line, $source, $load_id, $load_seq, c.file, c.line_number, $landed_at{obs_vals}
         FROM classified c JOIN batch b USING (line_number)
-        WHERE c.reason IS NULL AND c.resource_type = $rtype AND NOT c.repeated_in_batch
-          AND NOT EXISTS (SELECT 1 FROM raw.{stem}_versions v
+        WHERE c.line_number IN (  -- the first line of each version in the batch (a hash aggregate, not a sort)
+                SELECT min(line_number) FROM classified WHERE reason IS NULL AND resource_type = $rtype
+                GROUP BY resource_id, version_key)
+          -- the landed table holds committed loads and this load's earlier batches (others were discarded)
+          AND NOT EXISTS (SELECT 1 FROM raw.{stem}_versions_landed v
                           WHERE v.resource_id = c.resource_id AND v.version_key = c.version_key)"""
 
 
@@ -265,33 +270,72 @@ class Loader:
             return LoadResult(plan.load_id, skipped=True)
         started = datetime.now(UTC)
         result = LoadResult(plan.load_id, skipped=False)
-        # memory stays bounded whatever the export's size: beyond the connection's memory_limit
-        # (ingestion.warehouse.memory_limit) DuckDB spills the open transaction to disk
-        con.execute("BEGIN TRANSACTION")
+        load_seq = None
         try:
-            load_seq = con.execute("SELECT nextval('raw.load_seq')").fetchall()[0][0]
+            load_seq = self._start(plan, started)
             params = {"source": plan.source, "load_id": plan.load_id, "load_seq": load_seq, "landed_at": started}
+            export_errors: list[tuple] = []
             for f in plan.files:
                 if f.kind in ("ndjson", "bundle"):
                     self._load_records(f, params, result)
                 elif f.kind == "deleted":
-                    self._load_deletions(f, plan, params, result)
+                    with self._transaction():
+                        self._load_deletions(f, plan, params, result)
                 elif f.kind == "errors":
-                    self._load_errors(f, plan, result)
-            for rtype, c in sorted(result.counts.items()):
-                con.execute(
-                    "INSERT INTO raw.load_counts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [plan.load_id, rtype, c["read"], c["loaded"], c["duplicate"], c["quarantined"], c["tombstones"]],
-                )
+                    export_errors += self._read_errors(f, plan)
+            result.export_errors = len(export_errors)
+            for rtype, c in result.counts.items():
                 if c["read"] != c["loaded"] + c["duplicate"] + c["quarantined"]:
                     raise AssertionError(f"counts do not reconcile for {rtype}: {c}")
-            self._write_log(plan, load_seq, "committed", started, result.export_errors, None)
-            con.execute("COMMIT")
+            with self._transaction():  # the data becomes visible with its watermark, all at once
+                for rtype, c in sorted(result.counts.items()):
+                    con.execute(
+                        "INSERT INTO raw.load_counts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            plan.load_id,
+                            rtype,
+                            c["read"],
+                            c["loaded"],
+                            c["duplicate"],
+                            c["quarantined"],
+                            c["tombstones"],
+                        ],
+                    )
+                if export_errors:
+                    con.executemany("INSERT INTO raw.export_errors VALUES (?, ?, ?, ?)", export_errors)
+                self._write_log(plan, load_seq, "committed", started, result.export_errors, None)
         except BaseException as e:
-            con.execute("ROLLBACK")
-            self._record_failure(plan, started, e)
+            self._record_failure(plan, load_seq, started, e)
             raise
         return result
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def _start(self, plan: LoadPlan, started: datetime) -> int:
+        """Discard what earlier loads left uncommitted (a crash, a kill), then log this load as `loading`."""
+        con = self.con
+        with self._transaction():
+            self._discard_uncommitted()
+            con.execute(
+                "UPDATE raw.load_log SET status = 'abandoned', message = 'the process stopped before committing' "
+                "WHERE status = 'loading' AND load_id <> ?",
+                [plan.load_id],
+            )
+            load_seq = con.execute("SELECT nextval('raw.load_seq')").fetchall()[0][0]
+            self._write_log(plan, load_seq, "loading", started, 0, None)
+        return load_seq
+
+    def _discard_uncommitted(self) -> None:
+        for table in landed_tables(self.con):
+            self.con.execute(f"DELETE FROM {table} WHERE NOT ({COMMITTED})")
 
     def _write_log(
         self,
@@ -324,10 +368,16 @@ class Loader:
             ],
         )
 
-    def _record_failure(self, plan: LoadPlan, started: datetime, error: BaseException) -> None:
+    def _record_failure(self, plan: LoadPlan, load_seq: int | None, started: datetime, error: BaseException) -> None:
         try:
-            self._write_log(plan, None, "failed", started, 0, f"{type(error).__name__}: {error}"[:2000])
-        except Exception:  # noqa: BLE001 - the original error matters more than the log row
+            self.con.execute("ROLLBACK")  # if a batch's transaction is still open
+        except Exception:  # noqa: BLE001 - none was
+            pass
+        try:
+            with self._transaction():
+                self._write_log(plan, load_seq, "failed", started, 0, f"{type(error).__name__}: {error}"[:2000])
+                self._discard_uncommitted()
+        except Exception:  # noqa: BLE001 - the original error matters more; the next load discards the rows
             pass
 
     def _counts(self, result: LoadResult, rtype: str) -> dict[str, int]:
@@ -359,6 +409,7 @@ class Loader:
                 }
             )
             con.register("batch", batch)
+            con.execute("BEGIN TRANSACTION")
             con.execute(CLASSIFY_SQL)
             per_type = con.execute("""
                 SELECT coalesce(CASE WHEN reason IS NULL OR regexp_full_match(resource_type, '[A-Z][A-Za-z]{1,63}')
@@ -368,7 +419,7 @@ class Loader:
                 FROM classified GROUP BY ALL""").fetchall()
             con.execute(
                 """
-                INSERT INTO raw.quarantine
+                INSERT INTO raw.quarantine_landed
                 SELECT $load_id, coalesce(CASE WHEN regexp_full_match(c.resource_type, '[A-Z][A-Za-z]{1,63}')
                                                THEN c.resource_type END, c.declared_type, 'unknown'),
                        c.file, line_number, coalesce(b.line, b.fallback), c.reason, $landed_at
@@ -385,6 +436,7 @@ class Loader:
                     loaded = inserted[0][0] if inserted else 0
                     c["loaded"] += loaded
                     c["duplicate"] += valid - loaded
+            con.execute("COMMIT")
             con.unregister("batch")
             done += len(numbers)
             if self.progress:
@@ -404,7 +456,7 @@ class Loader:
                         rows.setdefault(rtype, []).append((rid, n))
             except (orjson.JSONDecodeError, ValueError, KeyError, AttributeError) as e:
                 self.con.execute(
-                    "INSERT INTO raw.quarantine VALUES (?, 'Bundle', ?, ?, ?, ?, ?)",
+                    "INSERT INTO raw.quarantine_landed VALUES (?, 'Bundle', ?, ?, ?, ?, ?)",
                     [
                         plan.load_id,
                         f.name,
@@ -420,14 +472,14 @@ class Loader:
             self.con.executemany("INSERT INTO tomb VALUES (?, ?)", items)
             inserted = self.con.execute(
                 f"""
-                INSERT INTO raw.{stem}_versions (resource_id, version_id, version_key, last_updated,
+                INSERT INTO raw.{stem}_versions_landed (resource_id, version_id, version_key, last_updated,
                     last_updated_at, status, is_deleted, resource, source, load_id, load_seq, file, line_number,
                     landed_at)
                 SELECT DISTINCT ON (resource_id) resource_id, NULL, 'deleted|' || $tt, $tt,
                        try_cast($tt AS TIMESTAMPTZ), NULL, true, NULL, $source, $load_id, $load_seq, $file,
                        line_number, $landed_at
                 FROM tomb t
-                WHERE NOT EXISTS (SELECT 1 FROM raw.{stem}_versions v
+                WHERE NOT EXISTS (SELECT 1 FROM raw.{stem}_versions_landed v
                                   WHERE v.resource_id = t.resource_id AND v.version_key = 'deleted|' || $tt)""",
                 {**params, "tt": plan.transaction_time, "file": f.name},
             ).fetchall()
@@ -435,11 +487,9 @@ class Loader:
             self._counts(result, rtype)["tombstones"] += n
             result.tombstones += n
 
-    def _load_errors(self, f: InputFile, plan: LoadPlan, result: LoadResult) -> None:
+    def _read_errors(self, f: InputFile, plan: LoadPlan) -> list[tuple]:
+        """The export's error[] files (OperationOutcomes, a few lines): stored with the final commit."""
         lines = f.path.read_bytes().splitlines()
-        rows = [
+        return [
             (plan.load_id, f.name, n, raw.decode("utf-8", "replace")) for n, raw in enumerate(lines, 1) if raw.strip()
         ]
-        if rows:
-            self.con.executemany("INSERT INTO raw.export_errors VALUES (?, ?, ?, ?)", rows)
-        result.export_errors += len(rows)

@@ -65,6 +65,30 @@ def table_stem(resource_type: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", resource_type).lower()
 
 
+# A load commits its rows batch by batch (so its memory stays flat however large the export) into the
+# *_landed tables; readers see them through views that keep only rows of committed loads. The load's log row
+# turns `committed` in one final transaction, so its data and its watermark still become visible together,
+# and rows of a load that crashed stay invisible until the next load discards them.
+COMMITTED = "load_id IN (SELECT load_id FROM raw.load_log WHERE status = 'committed')"
+
+
+def _rename_legacy_table(con, name: str) -> None:
+    """Warehouses from before the *_landed tables kept the rows in a table named like today's view."""
+    legacy = con.execute(
+        "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name = ? AND NOT temporary", [name]
+    ).fetchall()
+    if legacy:
+        con.execute(f"ALTER TABLE raw.{name} RENAME TO {name}_landed")
+
+
+def landed_tables(con) -> list[str]:
+    """Every raw table a load writes row by row (qualified names)."""
+    rows = con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name LIKE '%\\_landed' ESCAPE '\\'"
+    ).fetchall()
+    return [f"raw.{r[0]}" for r in rows]
+
+
 def ensure_raw_schema(con) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
     con.execute("CREATE SEQUENCE IF NOT EXISTS raw.load_seq")
@@ -77,10 +101,12 @@ def ensure_raw_schema(con) -> None:
         CREATE TABLE IF NOT EXISTS raw.load_counts (
             load_id VARCHAR, resource_type VARCHAR, read BIGINT, loaded BIGINT, duplicate BIGINT,
             quarantined BIGINT, tombstones BIGINT)""")
+    _rename_legacy_table(con, "quarantine")
     con.execute("""
-        CREATE TABLE IF NOT EXISTS raw.quarantine (
+        CREATE TABLE IF NOT EXISTS raw.quarantine_landed (
             load_id VARCHAR, resource_type VARCHAR, file VARCHAR, line_number BIGINT, raw_text VARCHAR,
             reason VARCHAR, quarantined_at TIMESTAMPTZ)""")
+    con.execute(f"CREATE OR REPLACE VIEW raw.quarantine AS SELECT * FROM raw.quarantine_landed WHERE {COMMITTED}")
     con.execute("""
         CREATE TABLE IF NOT EXISTS raw.export_errors (
             load_id VARCHAR, file VARCHAR, line_number BIGINT, outcome VARCHAR)""")
@@ -93,12 +119,16 @@ def ensure_type_tables(con, resource_type: str) -> str:
     # zstd for the raw JSON: measured 2.7x faster to write and 5x smaller than DuckDB's default (FSST) on
     # FHIR NDJSON, and no slower to read
     extra = ", value_score DOUBLE, value_source VARCHAR, is_final BOOLEAN" if resource_type == "Observation" else ""
+    _rename_legacy_table(con, f"{stem}_versions")
     con.execute(f"""
-        CREATE TABLE IF NOT EXISTS raw.{stem}_versions (
+        CREATE TABLE IF NOT EXISTS raw.{stem}_versions_landed (
             resource_id VARCHAR NOT NULL, version_id VARCHAR, version_key VARCHAR NOT NULL,
             last_updated VARCHAR, last_updated_at TIMESTAMPTZ, status VARCHAR, is_deleted BOOLEAN NOT NULL,
             resource VARCHAR USING COMPRESSION zstd, source VARCHAR, load_id VARCHAR NOT NULL, load_seq BIGINT,
             file VARCHAR, line_number BIGINT, landed_at TIMESTAMPTZ{extra})""")
+    con.execute(
+        f"CREATE OR REPLACE VIEW raw.{stem}_versions AS SELECT * FROM raw.{stem}_versions_landed WHERE {COMMITTED}"
+    )
     # Analytics see the newest version of each resource; deletions and retractions (entered-in-error,
     # kept in the versions table for audit) remove it, and a cancelled Observation never happened.
     excluded = "'entered-in-error', 'cancelled'" if resource_type == "Observation" else "'entered-in-error'"
@@ -106,9 +136,9 @@ def ensure_type_tables(con, resource_type: str) -> str:
     # the raw JSON would sort (and, past the memory limit, spill) every stored version's text.
     con.execute(f"""
         CREATE OR REPLACE VIEW raw.{stem}_current AS
-        SELECT * FROM raw.{stem}_versions
+        SELECT * FROM raw.{stem}_versions_landed
         WHERE rowid IN (
-                SELECT rowid FROM raw.{stem}_versions
+                SELECT rowid FROM raw.{stem}_versions_landed WHERE {COMMITTED}
                 QUALIFY row_number() OVER (
                     PARTITION BY resource_id
                     ORDER BY last_updated_at DESC NULLS LAST, try_cast(version_id AS BIGINT) DESC NULLS LAST,

@@ -136,8 +136,8 @@ def register(sub) -> None:
         "load",
         help="load landed exports (or --from-dir DIR) into the DuckDB raw layer",
         description="Load every completed, not yet loaded landing folder — or a folder of NDJSON "
-        "(plain/.gz) or Bundle JSON files with --from-dir — into the raw layer, in one "
-        "transaction per load. Bad lines go to raw.quarantine with a reason.",
+        "(plain/.gz) or Bundle JSON files with --from-dir — into the raw layer. A load "
+        "becomes visible all at once, with its watermark. Bad lines go to raw.quarantine with a reason.",
     )
     _common(ld)
     ld.add_argument("--from-dir", help="load this folder of FHIR files instead of the landing folder")

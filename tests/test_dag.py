@@ -148,7 +148,7 @@ def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
         # a critical quality failure: the run fails, the alert is recorded, yesterday's marts stay
         before = _fingerprint(wh, REPORTS + ("fct_course_outcomes", "dim_patients"))
         con = duckdb.connect(str(wh))
-        con.execute("INSERT INTO raw.patient_versions SELECT * FROM raw.patient_versions LIMIT 1")
+        con.execute("INSERT INTO raw.patient_versions_landed SELECT * FROM raw.patient_versions LIMIT 1")
         con.close()
         with pytest.raises(RuntimeError, match="DAG run failed"):
             run_dag(airflow_home, env, log=lambda _: None)

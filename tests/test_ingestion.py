@@ -222,13 +222,14 @@ def test_process_killed_mid_load_leaves_previous_state_then_rerun_is_correct(tmp
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    # killed once earlier files are in the open transaction and the largest one is being read
+    # killed once earlier files' batches are committed (invisibly) and the largest file is being read
     for line in proc.stdout:
         if "reading Observation" in line:
             break
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the load finished before it could be killed"
     assert warehouse_current(wh) == before
+    assert _landed_rows_of_uncommitted_loads(wh) > 0, "the killed load had committed no batch: nothing was tested"
     outcomes("load", "--from-dir", str(big), "--warehouse", str(wh))
     after = warehouse_current(wh)
     expected = expected_current(big)
@@ -236,6 +237,24 @@ def test_process_killed_mid_load_leaves_previous_state_then_rerun_is_correct(tmp
         assert set(expected[t]) <= set(after[t])
     for _, read, loaded, dup, quarantined in load_counts(wh):
         assert read == loaded + dup + quarantined
+    assert _landed_rows_of_uncommitted_loads(wh) == 0
+    con = duckdb.connect(str(wh), read_only=True)
+    stored = sum(_count(con, f"raw.{table_stem(t)}_versions_landed") for t in RESOURCE_TYPES)
+    loaded = con.execute("SELECT sum(loaded + tombstones) FROM raw.load_counts").fetchall()[0][0]
+    con.close()
+    assert stored == loaded  # every stored version was counted by a committed load, once
+
+
+def _count(con, relation: str, where: str = "true") -> int:
+    return con.execute(f"SELECT count(*) FROM {relation} WHERE {where}").fetchall()[0][0]
+
+
+def _landed_rows_of_uncommitted_loads(wh: Path) -> int:
+    con = duckdb.connect(str(wh), read_only=True)
+    uncommitted = "load_id NOT IN (SELECT load_id FROM raw.load_log WHERE status = 'committed')"
+    n = sum(_count(con, f"raw.{table_stem(t)}_versions_landed", uncommitted) for t in RESOURCE_TYPES)
+    con.close()
+    return n
 
 
 def _obs(rid: str, version: str, status: str, value: dict, lu: str = "2026-03-01T10:00:00Z") -> dict:

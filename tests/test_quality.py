@@ -139,15 +139,15 @@ def test_critical_raw_failure_stops_the_refresh_and_keeps_published_marts(defect
     before = _marts_fingerprint(wh)
     con = duckdb.connect(str(wh))
     # a stored version duplicated (as a faulty manual fix would): critical
-    con.execute("""INSERT INTO raw.patient_versions SELECT * FROM raw.patient_versions LIMIT 1""")
+    con.execute("""INSERT INTO raw.patient_versions_landed SELECT * FROM raw.patient_versions LIMIT 1""")
     con.close()
     proc = outcomes("refresh", "--from-dir", str(clinic), "--warehouse", str(wh), check=False)
     assert proc.returncode != 0
     assert "resource_versions_unique" in proc.stderr and "quality gate failed" in proc.stderr
     assert _marts_fingerprint(wh) == before
     con = duckdb.connect(str(wh))
-    con.execute("""DELETE FROM raw.patient_versions WHERE rowid IN (
-                   SELECT max(rowid) FROM raw.patient_versions GROUP BY resource_id, version_key HAVING count(*) > 1)""")
+    con.execute("""DELETE FROM raw.patient_versions_landed WHERE rowid IN (
+                   SELECT max(rowid) FROM raw.patient_versions_landed GROUP BY resource_id, version_key HAVING count(*) > 1)""")
     con.close()
 
 
