@@ -30,10 +30,16 @@ from ingestion.warehouse import (
     ensure_raw_schema,
     ensure_type_tables,
     landed_tables,
+    memory_limit,
+    size_in_bytes,
     table_stem,
 )
 
 BATCH_LINES = 50_000
+# The load streams: each batch is classified, inserted and committed, and nothing is read back but the
+# narrow dedupe columns. A buffer pool larger than this would only cache written blocks (RSS growing with
+# the export up to the connection's limit), so the load runs with the smaller of the two.
+LOAD_MEMORY_LIMIT = "256MB"
 
 
 @dataclass
@@ -271,6 +277,8 @@ class Loader:
         started = datetime.now(UTC)
         result = LoadResult(plan.load_id, skipped=False)
         load_seq = None
+        if size_in_bytes(LOAD_MEMORY_LIMIT) < size_in_bytes(memory_limit()):
+            con.execute(f"SET memory_limit = '{LOAD_MEMORY_LIMIT}'")
         try:
             load_seq = self._start(plan, started)
             params = {"source": plan.source, "load_id": plan.load_id, "load_seq": load_seq, "landed_at": started}
@@ -307,6 +315,8 @@ class Loader:
         except BaseException as e:
             self._record_failure(plan, load_seq, started, e)
             raise
+        finally:
+            con.execute(f"SET memory_limit = '{memory_limit()}'")
         return result
 
     @contextmanager

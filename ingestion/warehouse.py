@@ -30,9 +30,22 @@ def memory_limit() -> str:
     """DuckDB's buffer limit for every pipeline connection (and dbt's profile): beyond it DuckDB spills to
     disk, so a step's memory stays bounded as history grows. OUTCOMES_DUCKDB_MEMORY_LIMIT overrides it."""
     value = os.environ.get("OUTCOMES_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT).strip()
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
-        raise ValueError(f"OUTCOMES_DUCKDB_MEMORY_LIMIT must look like 1GB or 768MiB, got {value!r}")
+    try:
+        size_in_bytes(value)
+    except ValueError:
+        raise ValueError(f"OUTCOMES_DUCKDB_MEMORY_LIMIT must look like 1GB or 768MiB, got {value!r}") from None
     return value
+
+
+_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def size_in_bytes(value: str) -> int:
+    """'1GB' -> 1_000_000_000, '768MiB' -> 805_306_368 (DuckDB's reading of the same text)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B)", value.strip(), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"not a memory size: {value!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
 def connect(path: Path, read_only: bool = False):
