@@ -334,8 +334,7 @@ class Loader:
         except BaseException as e:
             self._record_failure(plan, load_seq, started, e)
             raise
-        finally:
-            con.execute(f"SET memory_limit = '{memory_limit()}'")
+        con.execute(f"SET memory_limit = '{memory_limit()}'")
         return result
 
     @contextmanager
@@ -406,6 +405,7 @@ class Loader:
             with self._transaction():
                 self._write_log(plan, load_seq, "failed", started, 0, f"{type(error).__name__}: {error}"[:2000])
                 self._discard_uncommitted()
+            self.con.execute(f"SET memory_limit = '{memory_limit()}'")
         except Exception:  # noqa: BLE001 - the original error matters more; the next load discards the rows
             pass
 

@@ -257,6 +257,34 @@ def _landed_rows_of_uncommitted_loads(wh: Path) -> int:
     return n
 
 
+def test_failed_load_is_logged_and_leaves_nothing_behind(clinic, tmp_path):
+    """A file vanishing mid-load (after earlier files' batches committed): the load is logged as failed,
+    its rows are discarded, readers never saw them, and a rerun loads everything."""
+    from ingestion.raw_load import Loader, plan_from_directory
+    from ingestion.warehouse import connect
+
+    folder = tmp_path / "files"
+    shutil.copytree(clinic, folder, ignore=shutil.ignore_patterns("truth"))
+    wh = tmp_path / "warehouse.duckdb"
+    plan = plan_from_directory(folder)
+    last = plan.files[-1].path
+    saved = last.read_bytes()
+    last.unlink()
+    con = connect(wh)
+    with pytest.raises(FileNotFoundError):
+        Loader(con, log=lambda _: None).load(plan)
+    status, message = con.execute("SELECT status, message FROM raw.load_log").fetchall()[0]
+    con.close()
+    assert status == "failed" and "FileNotFoundError" in message
+    assert _landed_rows_of_uncommitted_loads(wh) == 0
+    assert all(not rows for rows in warehouse_current(wh).values())
+    last.write_bytes(saved)
+    con = connect(wh)
+    Loader(con, log=lambda _: None).load(plan_from_directory(folder))
+    con.close()
+    assert warehouse_current(wh) == expected_current(folder)
+
+
 def test_batch_boundaries_change_nothing(clinic, tmp_path):
     """Batches commit one by one: a version repeated in a later batch (or file) is still a duplicate."""
     from ingestion.raw_load import Loader, plan_from_directory
