@@ -86,7 +86,8 @@ def plan_from_landing(landing: Path) -> LoadPlan:
 
 
 def plan_from_directory(folder: Path, source: str | None = None) -> LoadPlan:
-    """NDJSON files (plain or .gz; bulk-export output with or without its manifest) or Bundle JSON files."""
+    """NDJSON files (plain or .gz; bulk-export output with or without its manifest, whose deleted[] and
+    error[] are applied and recorded as in an extract's landing) or Bundle JSON files."""
     import hashlib
 
     folder = folder.resolve()
@@ -98,9 +99,13 @@ def plan_from_directory(folder: Path, source: str | None = None) -> LoadPlan:
     if manifest.exists():
         m = read_json(manifest)
         transaction_time = m.get("transactionTime")
-        for o in m.get("output", []):
-            url = o["url"].split("/")[-1] if "://" in o["url"] else o["url"]
-            files.append(InputFile(folder / url, "ndjson", o.get("type"), url))
+        # a downloaded export keeps the manifest's entries as files beside it (by name when the url is remote)
+        for key, kind in (("output", "ndjson"), ("deleted", "deleted"), ("error", "errors")):
+            for o in m.get(key) or []:
+                url = o["url"].split("/")[-1] if "://" in o["url"] else o["url"]
+                files.append(InputFile(folder / url, kind, o.get("type") if kind == "ndjson" else None, url))
+        if any(f.kind == "deleted" for f in files) and not transaction_time:
+            raise ValueError(f"{manifest} lists deleted[] but no transactionTime to date the deletions")
     else:
         for p in sorted(folder.rglob("*")):
             if not p.is_file() or p.name.startswith("."):

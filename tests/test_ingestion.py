@@ -452,3 +452,40 @@ def test_amended_entered_in_error_preliminary_cancelled_and_deleted(tmp_path):
     )
     assert con.execute("SELECT transaction_time FROM raw.load_log").fetchall()[0][0] == "2026-03-05T00:00:00Z"
     con.close()
+
+
+def test_from_dir_applies_the_manifests_deleted_and_records_its_errors(tmp_path):
+    """A downloaded bulk export (files beside their manifest): deleted[] tombstones, error[] is recorded."""
+    d = tmp_path / "export"
+    d.mkdir()
+    lines = [_obs("kept", "1", "final", {"valueInteger": 9}), _obs("gone", "1", "final", {"valueInteger": 8})]
+    (d / "Observation.ndjson").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    deletion = {"resourceType": "Bundle", "type": "transaction", "entry": [_delete("Observation/gone")]}
+    (d / "del-1.ndjson").write_bytes(orjson.dumps(deletion) + b"\n")
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing"}]}
+    (d / "err.ndjson").write_bytes(orjson.dumps(outcome) + b"\n")
+    manifest = {
+        "transactionTime": "2026-03-05T00:00:00Z",
+        "request": "https://ehr.example/fhir/Group/g/$export",
+        "requiresAccessToken": True,
+        "output": [{"type": "Observation", "url": "https://ehr.example/files/Observation.ndjson"}],
+        "deleted": [{"type": "Bundle", "url": "https://ehr.example/files/del-1.ndjson"}],
+        "error": [{"type": "OperationOutcome", "url": "err.ndjson"}],
+    }
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    wh = tmp_path / "warehouse.duckdb"
+    out = outcomes("load", "--from-dir", str(d), "--warehouse", str(wh)).stdout
+    assert "tombstone" in out
+    con = duckdb.connect(str(wh), read_only=True)
+    assert con.execute("SELECT resource_id FROM raw.observation_current").fetchall() == [("kept",)]
+    assert con.execute("SELECT tombstones FROM raw.load_counts WHERE resource_type = 'Observation'").fetchall() == [
+        (1,)
+    ]
+    errors = con.execute("SELECT file, outcome FROM raw.export_errors").fetchall()
+    assert [(f, json.loads(o)["resourceType"]) for f, o in errors] == [("err.ndjson", "OperationOutcome")]
+    assert con.execute("SELECT transaction_time FROM raw.load_log").fetchall() == [("2026-03-05T00:00:00Z",)]
+    con.close()
+
+
+def _delete(url: str) -> dict:
+    return {"request": {"method": "DELETE", "url": url}}
