@@ -220,7 +220,7 @@ def test_check_command_exits_non_zero_on_critical_failure(defective_refresh):
 def test_incremental_night_equals_a_full_revalidation_and_rebuild(defective_refresh, tmp_path):
     """A second night revalidates and re-scores only what changed, yet its quarantine equals a full
     revalidation's and its marts a full rebuild's: a corrected version replaces the old score, a retraction
-    removes one, a late patient releases an orphan."""
+    removes one, a late patient releases an orphan, a deleted patient orphans their records."""
     import shutil
 
     clinic, wh, _ = defective_refresh
@@ -251,6 +251,28 @@ def test_incremental_night_equals_a_full_revalidation_and_rebuild(defective_refr
         + b"\n"
     )
     (batch / "Patient.ndjson").write_bytes(orjson.dumps(patient) + b"\n")
+    # and the EHR deletes a patient (merged into another record, say): their records become orphans
+    gone = orjson.loads((clinic / "Patient.ndjson").read_bytes().splitlines()[-1])["id"]
+    orphans = {o["id"] for o in obs if o["subject"]["reference"] == f"Patient/{gone}"}
+    assert orphans and phq["subject"]["reference"] != f"Patient/{gone}"
+    deletion = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"Patient/{gone}"}}],
+    }
+    (batch / "deleted.ndjson").write_bytes(orjson.dumps(deletion) + b"\n")
+    (batch / "manifest.json").write_bytes(
+        orjson.dumps(
+            {
+                "transactionTime": "2026-10-01T00:00:00Z",
+                "output": [
+                    {"type": "Observation", "url": "Observation.ndjson"},
+                    {"type": "Patient", "url": "Patient.ndjson"},
+                ],
+                "deleted": [{"type": "Bundle", "url": "deleted.ndjson"}],
+            }
+        )
+    )
 
     proc = outcomes("refresh", "--from-dir", str(batch), "--warehouse", str(night2))
     assert "raw validation: incremental" in proc.stdout
@@ -262,6 +284,7 @@ def test_incremental_night_equals_a_full_revalidation_and_rebuild(defective_refr
         return set(rows)
 
     incremental = verdicts()
+    assert {(o, "observation_patient_resolves") for o in orphans} <= incremental
     defects = {r for r in incremental if r[0].startswith("defect-")}
     assert defects == {
         ("defect-new-out-of-range", "score_within_phq9_range"),
