@@ -1,34 +1,15 @@
--- Ketamine administrations: a coding in the value-set seed, else the medication text naming ketamine.
-with administrations as (
-    select * from {{ ref('stg_fhir__medication_administrations') }}
-    where administration_status in ('completed', 'in-progress') and started_at is not null
-        and {{ not_quarantined('MedicationAdministration', 'medication_administration_id') }}
-),
-
-codings as (
-    select medication_administration_id, unnest(medication_codings) as coding from administrations
-),
-
-coded_ketamine as (
-    select distinct codings.medication_administration_id
-    from codings
-    inner join {{ ref('ketamine_medication_codes') }} as codes
-        on coding.system = codes.code_system and coding.code = codes.code
-),
-
-ketamine as (
-    select administrations.*
-    from administrations
-    left join coded_ketamine using (medication_administration_id)
-    where coded_ketamine.medication_administration_id is not null
-        or administrations.medication_text ilike '{{ var("ketamine_text_pattern") }}'
-        or list_bool_or(list_transform(administrations.medication_codings,
-                                       lambda c: c.display ilike '{{ var("ketamine_text_pattern") }}'))
+-- Infusions: the ketamine administrations not in quarantine, with the weight for mg/kg doses. Rebuilt whole
+-- each night (no JSON is read here): a newly recorded weight can change an old infusion's dose per kg.
+with ketamine as (
+    select * exclude (load_seq) from {{ ref('int_ketamine_administrations_identified') }}
+    where {{ not_quarantined('MedicationAdministration', 'medication_administration_id') }}
 ),
 
 weights as (
+    -- two weights at the same instant: the one recorded last (an ASOF join would pick either, run to run)
     select patient_id, measured_at, weight_kg from {{ ref('int_body_weights_measured') }}
     where {{ not_quarantined('Observation', 'observation_id') }}
+    qualify row_number() over (partition by patient_id, measured_at order by load_seq desc, observation_id desc) = 1
 ),
 
 with_prior_weight as (

@@ -12,5 +12,6 @@ select
     coalesce(json_extract_string(resource, '$.dosage.dose.code'),
              json_extract_string(resource, '$.dosage.dose.unit')) as dose_unit,
     json_extract_string(resource, '$.dosage.route.coding[0].code') as route_code,
-    last_updated_at
+    last_updated_at,
+    load_seq
 from {{ source('fhir', 'medication_administration_current') }}
