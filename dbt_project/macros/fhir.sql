@@ -37,3 +37,11 @@
         where resource_type = '{{ resource_type }}'
     )
 {%- endmacro %}
+
+{#- The ids of the rows of `relation` with any coding in the value-set seed `value_set` (code_system, code). -#}
+{% macro ids_coded_in(relation, id_column, codings_column, value_set) -%}
+    select distinct coded.{{ id_column }}
+    from (select {{ id_column }}, unnest({{ codings_column }}) as coding from {{ relation }}) as coded
+    inner join {{ ref(value_set) }} as value_set
+        on coded.coding.system = value_set.code_system and coded.coding.code = value_set.code
+{%- endmacro %}

@@ -13,15 +13,8 @@ with observations as (
     {%- endif %}
 ),
 
-codings as (
-    select observation_id, unnest(codings) as coding from observations
-),
-
 weight_ids as (
-    select distinct codings.observation_id
-    from codings
-    inner join {{ ref('body_weight_codes') }} as weight_codes
-        on coding.system = weight_codes.code_system and coding.code = weight_codes.code
+    {{ ids_coded_in('observations', 'observation_id', 'codings', 'body_weight_codes') }}
 )
 
 select

@@ -16,15 +16,9 @@ with administrations as (
     {%- endif %}
 ),
 
-codings as (
-    select medication_administration_id, unnest(medication_codings) as coding from administrations
-),
-
 coded_ketamine as (
-    select distinct codings.medication_administration_id
-    from codings
-    inner join {{ ref('ketamine_medication_codes') }} as codes
-        on coding.system = codes.code_system and coding.code = codes.code
+    {{ ids_coded_in('administrations', 'medication_administration_id', 'medication_codings',
+                    'ketamine_medication_codes') }}
 )
 
 select
