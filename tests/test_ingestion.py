@@ -252,7 +252,8 @@ def _count(con, relation: str, where: str = "true") -> int:
 def _landed_rows_of_uncommitted_loads(wh: Path) -> int:
     con = duckdb.connect(str(wh), read_only=True)
     uncommitted = "load_id NOT IN (SELECT load_id FROM raw.load_log WHERE status = 'committed')"
-    n = sum(_count(con, f"raw.{table_stem(t)}_versions_landed", uncommitted) for t in RESOURCE_TYPES)
+    tables = [f"raw.{table_stem(t)}_versions_landed" for t in RESOURCE_TYPES] + ["raw.quarantine_landed"]
+    n = sum(_count(con, table, uncommitted) for table in tables)
     con.close()
     return n
 
@@ -290,15 +291,15 @@ def test_batch_boundaries_change_nothing(clinic, tmp_path):
     from ingestion.raw_load import Loader, plan_from_directory
     from ingestion.warehouse import connect
 
+    # the clinic twice over: every line of the second copy duplicates a stored version
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    for f in clinic.glob("*.ndjson"):
+        (twice / f.name).write_bytes(f.read_bytes() * 2)
+
     def load(batch_lines: int) -> tuple[list, dict]:
         wh = tmp_path / f"batches-{batch_lines}.duckdb"
         con = connect(wh)
-        # the clinic twice over: every line of the second copy duplicates a stored version
-        twice = tmp_path / "twice"
-        if not twice.exists():
-            twice.mkdir()
-            for f in clinic.glob("*.ndjson"):
-                (twice / f.name).write_bytes(f.read_bytes() * 2)
         counts = Loader(con, log=lambda _: None, batch_lines=batch_lines).load(plan_from_directory(twice)).counts
         versions = con.execute(
             """SELECT resource_id, version_key, line_number, md5(resource) FROM raw.observation_versions
@@ -416,7 +417,7 @@ def test_amended_entered_in_error_preliminary_cancelled_and_deleted(tmp_path):
     deletion = {
         "resourceType": "Bundle",
         "type": "transaction",
-        "entry": [{"request": {"method": "DELETE", "url": "Observation/gone"}}],
+        "entry": [_delete("Observation/gone")],
     }
     (landing / "files" / "deleted-0001.ndjson").write_bytes(orjson.dumps(deletion) + b"\n")
     (landing / "landing.json").write_text(
