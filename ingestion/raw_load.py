@@ -43,6 +43,9 @@ BATCH_LINES = 125_000
 # narrow dedupe columns. A buffer pool larger than this would only cache written blocks (RSS growing with
 # the export up to the connection's limit), so the load runs with the smaller of the two.
 LOAD_MEMORY_LIMIT = "256MB"
+# A frame handed to DuckDB in one Arrow chunk is scanned by one thread; in chunks this size both cores
+# classify it (measured at 10k patients: classification 2.3 s -> 1.3 s).
+SCAN_CHUNK_ROWS = 16_384
 
 
 @dataclass
@@ -139,13 +142,61 @@ def _type_from_name(name: str) -> str | None:
 def _frame(numbers: list[int], lines: list[str | None], fallback: list[str | None]):
     import polars as pl
 
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         {
             "line_number": pl.Series(numbers, dtype=pl.Int64),
             "line": pl.Series(lines, dtype=pl.String),
             "fallback": pl.Series(fallback, dtype=pl.String),
         }
     )
+    if frame.height <= SCAN_CHUNK_ROWS:
+        return frame
+    # zero-copy slices, kept as separate chunks
+    return pl.concat([frame.slice(i, SCAN_CHUNK_ROWS) for i in range(0, frame.height, SCAN_CHUNK_ROWS)], rechunk=False)
+
+
+def _read_ahead(batches: Iterator) -> Iterator:
+    """Read the next batch on a thread while DuckDB works on this one (DuckDB releases the GIL, and its
+    insert compresses a row group on one core). One batch ahead at most; a reading error is raised here,
+    in the loading thread, and a consumer that stops early stops the reader."""
+    import queue
+    import threading
+
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(("batch", batch)):
+                    return
+            put(("done", done))
+        except BaseException as e:  # noqa: BLE001 - handed to the loading thread
+            put(("error", e))
+
+    reader = threading.Thread(target=read, name="raw-load-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = handoff.get()
+            if kind == "error":
+                raise item
+            if kind == "done":
+                return
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def _ndjson_batches(path: Path, batch_lines: int) -> Iterator:
@@ -432,7 +483,7 @@ class Loader:
         self.log(f"  reading {f.name}")  # progress in non-interactive logs (Airflow), one line per file
         batches = _ndjson_batches(f.path, self.batch_lines) if f.kind == "ndjson" else _bundle_batches(f.path)
         done = 0
-        for frame in batches:
+        for frame in _read_ahead(batches):
             batch = frame.with_columns(  # shares the frame's buffers
                 file=pl.lit(f.name, dtype=pl.String), declared_type=pl.lit(f.declared_type, dtype=pl.String)
             )
