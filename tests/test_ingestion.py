@@ -297,21 +297,26 @@ def test_batch_boundaries_change_nothing(clinic, tmp_path):
     for f in clinic.glob("*.ndjson"):
         (twice / f.name).write_bytes(f.read_bytes() * 2)
 
-    def load(batch_lines: int) -> tuple[list, dict]:
-        wh = tmp_path / f"batches-{batch_lines}.duckdb"
+    def load(batch_lines: int, row_group_rows: int = 122_880) -> tuple[list, list, dict]:
+        wh = tmp_path / f"batches-{batch_lines}-{row_group_rows}.duckdb"
         con = connect(wh)
-        counts = Loader(con, log=lambda _: None, batch_lines=batch_lines).load(plan_from_directory(twice)).counts
+        loader = Loader(con, log=lambda _: None, batch_lines=batch_lines, row_group_rows=row_group_rows)
+        counts = loader.load(plan_from_directory(twice)).counts
         versions = con.execute(
-            """SELECT resource_id, version_key, line_number, md5(resource) FROM raw.observation_versions
+            """SELECT resource_id, version_key, file, line_number, md5(resource) FROM raw.observation_versions
                ORDER BY ALL"""
         ).fetchall()
+        quarantined = con.execute("SELECT file, line_number, reason FROM raw.quarantine ORDER BY ALL").fetchall()
         con.close()
-        return versions, counts
+        return versions, quarantined, counts
 
-    one_batch, one_counts = load(10_000_000)
-    many, many_counts = load(500)
-    assert many == one_batch and many_counts == one_counts
-    assert many_counts["Observation"]["duplicate"] >= many_counts["Observation"]["loaded"] > 0
+    one_batch = load(10_000_000)
+    many = load(500)
+    # batches cut at whole 'row groups' of new versions, the lines past the cut read again with the next batch
+    cut = load(500, row_group_rows=128)
+    assert many == one_batch and cut == one_batch
+    versions, quarantined, counts = one_batch
+    assert counts["Observation"]["duplicate"] >= counts["Observation"]["loaded"] > 0 and quarantined
 
 
 def _obs(rid: str, version: str, status: str, value: dict, lu: str = "2026-03-01T10:00:00Z") -> dict:
