@@ -37,8 +37,9 @@ def product_load(clinic: str, warehouse: str) -> int:
 
 def storage_floor(clinic: str, warehouse: str) -> int:
     """What the load cannot go below on this machine: the same lines read the same way and stored the same
-    way (the versions table, batch by batch, committed), with no classification, dedupe or quarantine."""
-    from ingestion.raw_load import BATCH_LINES, LOAD_MEMORY_LIMIT, _ndjson_batches
+    way (the versions table, batch by batch, committed), with no classification, dedupe or quarantine.
+    Batches of one row group, so that, like the product's inserts, they never leave a partial group."""
+    from ingestion.raw_load import LOAD_MEMORY_LIMIT, ROW_GROUP_ROWS, _ndjson_batches
     from ingestion.warehouse import connect, ensure_raw_schema
 
     con = connect(Path(warehouse))
@@ -46,7 +47,7 @@ def storage_floor(clinic: str, warehouse: str) -> int:
     con.execute(f"SET memory_limit = '{LOAD_MEMORY_LIMIT}'")
     n = 0
     for f in sorted(Path(clinic).glob("*.ndjson")):
-        for batch in _ndjson_batches(f, BATCH_LINES):
+        for batch in _ndjson_batches(f, ROW_GROUP_ROWS):
             con.register("batch", batch)
             con.execute("BEGIN TRANSACTION")
             con.execute("""
