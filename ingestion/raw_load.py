@@ -38,6 +38,8 @@ from ingestion.warehouse import (
 # A batch a little over DuckDB's row group (122,880 rows) is written straight to the database file at insert;
 # smaller ones go through the WAL and are written twice (measured at 10k patients: 50k-line batches 12 s and
 # 0.5 GiB, 125k-line batches 9.5 s and 0.75 GiB, flat as the export grows either way).
+# A batch is cut after its last whole row group of new versions (see Loader._cutoff), so it is sized to
+# hold one group plus the duplicates and quarantined lines around it.
 BATCH_LINES = 125_000
 ROW_GROUP_ROWS = 122_880  # DuckDB's
 # The load streams: each batch is classified, inserted and committed, and nothing is read back but the
