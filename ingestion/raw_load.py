@@ -26,6 +26,7 @@ from ingestion.landing import DESCRIPTOR, read_json
 from ingestion.warehouse import (
     COMMITTED,
     FINAL_STATUSES,
+    KNOWN_TYPES,
     OBSERVATION_STATUSES,
     ensure_raw_schema,
     ensure_type_tables,
@@ -318,7 +319,11 @@ def _fresh_versions_sql(stem: str) -> str:
                 GROUP BY resource_id, version_key)
           -- the landed table holds committed loads and this load's earlier batches (others were discarded)
           AND NOT EXISTS (SELECT 1 FROM raw.{stem}_versions_landed v
-                          WHERE v.resource_id = c.resource_id AND v.version_key = c.version_key)"""
+                          WHERE v.resource_id = c.resource_id AND v.version_key = c.version_key)
+          -- and the versions the previous batch is writing, committed or not
+          AND NOT EXISTS (SELECT 1 FROM in_flight i
+                          WHERE i.resource_type = $rtype AND i.resource_id = c.resource_id
+                            AND i.version_key = c.version_key)"""
 
 
 def _insert_versions_sql(rtype: str, stem: str) -> str:
@@ -373,6 +378,7 @@ class Loader:
     def load(self, plan: LoadPlan) -> LoadResult:
         con = self.con
         ensure_raw_schema(con)
+        self._known_tables.update(KNOWN_TYPES)  # no DDL while batches are being written
         if self.already_committed(plan.load_id):
             self.log(f"load {plan.load_id} was already committed; nothing to do")
             return LoadResult(plan.load_id, skipped=True)
@@ -504,82 +510,137 @@ class Loader:
         return table_stem(rtype)
 
     def _load_records(self, f: InputFile, params: dict, result: LoadResult) -> None:
+        """Batches are checked on one DuckDB cursor while the previous batch's versions are written and
+        committed on another (a single writer thread): the insert compresses a row group on one core, so the
+        other classifies the next batch meanwhile. A batch's dedupe sees the versions the batch before it is
+        still writing through `in_flight`; every earlier batch is committed before it begins."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
         import polars as pl
 
-        con = self.con
         self.log(f"  reading {f.name}")  # progress in non-interactive logs (Airflow), one line per file
         batches = _ndjson_batches(f.path, self.batch_lines) if f.kind == "ndjson" else _bundle_batches(f.path)
-        done = 0
+        cursors = [self.con.cursor(), self.con.cursor()]
+        writing: list[Future | None] = [None, None]  # each cursor's batch being written
+        in_flight = pl.DataFrame(
+            schema={"resource_type": pl.String, "resource_id": pl.String, "version_key": pl.String}
+        )
         carried = None  # lines of the previous batch past its cutoff, read again with the next
-        for frame, last in _with_last(_read_ahead(batches)):
-            if carried is not None:
-                frame = pl.concat([carried, frame], rechunk=False)
-            batch = frame.with_columns(  # shares the frame's buffers
-                file=pl.lit(f.name, dtype=pl.String), declared_type=pl.lit(f.declared_type, dtype=pl.String)
-            )
-            con.register("batch", batch)
-            con.execute("BEGIN TRANSACTION")
-            con.execute(CLASSIFY_SQL)
-            con.execute("CREATE OR REPLACE TEMP TABLE fresh (line_number BIGINT, resource_type VARCHAR)")
-            valid_types = con.execute(
-                "SELECT DISTINCT resource_type FROM classified WHERE reason IS NULL ORDER BY 1"
-            ).fetchall()
-            for (rtype,) in valid_types:
-                con.execute(_fresh_versions_sql(self._table(rtype)), {"rtype": rtype})
-            cutoff = self._cutoff(last or len(valid_types) != 1)
-            per_type = con.execute(
-                """
-                SELECT coalesce(CASE WHEN reason IS NULL OR regexp_full_match(resource_type, '[A-Z][A-Za-z]{1,63}')
-                                     THEN resource_type END, declared_type, 'unknown') AS t,
-                       count(*) AS read, count(reason) AS quarantined,
-                       count(*) FILTER (WHERE reason IS NULL) AS valid
-                FROM classified WHERE line_number <= $cutoff GROUP BY ALL""",
+        done = 0
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-load-writer")
+        try:
+            for i, (frame, last) in enumerate(_with_last(_read_ahead(batches))):
+                slot = i % 2
+                cur = cursors[slot]
+                if writing[slot] is not None:
+                    writing[slot].result()  # the cursor's previous batch is committed
+                    writing[slot] = None
+                if carried is not None:
+                    frame = pl.concat([carried, frame], rechunk=False)
+                batch = frame.with_columns(  # shares the frame's buffers
+                    file=pl.lit(f.name, dtype=pl.String), declared_type=pl.lit(f.declared_type, dtype=pl.String)
+                )
+                cur.register("batch", batch)
+                cur.register("in_flight", in_flight)
+                cur.execute("BEGIN TRANSACTION")
+                cutoff, loaded = self._check_batch(cur, params, result, last)
+                in_flight = cur.sql(
+                    "SELECT f.resource_type, c.resource_id, c.version_key "
+                    f"FROM fresh f JOIN classified c USING (line_number) WHERE line_number <= {cutoff}"
+                ).pl()
+                writing[slot] = writer.submit(self._write_batch, cur, loaded, params, cutoff)
+                carried = frame.filter(pl.col("line_number") > cutoff)
+                done += frame.height - carried.height
+                if carried.is_empty():
+                    carried = None
+                if self.progress:
+                    self.progress(f.name, done)
+            for w in writing:
+                if w is not None:
+                    w.result()
+        except BaseException:
+            for w in writing:
+                if w is not None:
+                    w.exception()  # wait for it: the cursor is rolled back below
+            for cur in cursors:
+                try:
+                    cur.execute("ROLLBACK")
+                except Exception:  # noqa: BLE001 - no transaction open on it
+                    pass
+            raise
+        finally:
+            writer.shutdown(wait=True)
+            for cur in cursors:
+                cur.close()
+
+    def _check_batch(self, cur, params: dict, result: LoadResult, last: bool) -> tuple[int, dict[str, int]]:
+        """Classify the batch, find its new versions, cut it, count it and quarantine what failed; returns the
+        cutoff and the number of new versions per type to write."""
+        cur.execute(CLASSIFY_SQL)
+        cur.execute("CREATE OR REPLACE TEMP TABLE fresh (line_number BIGINT, resource_type VARCHAR)")
+        valid_types = cur.execute(
+            "SELECT DISTINCT resource_type FROM classified WHERE reason IS NULL ORDER BY 1"
+        ).fetchall()
+        for (rtype,) in valid_types:
+            cur.execute(_fresh_versions_sql(self._table(rtype)), {"rtype": rtype})
+        cutoff = self._cutoff(cur, last or len(valid_types) != 1)
+        per_type = cur.execute(
+            """
+            SELECT coalesce(CASE WHEN reason IS NULL OR regexp_full_match(resource_type, '[A-Z][A-Za-z]{1,63}')
+                                 THEN resource_type END, declared_type, 'unknown') AS t,
+                   count(*) AS read, count(reason) AS quarantined,
+                   count(*) FILTER (WHERE reason IS NULL) AS valid
+            FROM classified WHERE line_number <= $cutoff GROUP BY ALL""",
+            {"cutoff": cutoff},
+        ).fetchall()
+        loaded = dict(
+            cur.execute(
+                "SELECT resource_type, count(*) FROM fresh WHERE line_number <= $cutoff GROUP BY ALL",
                 {"cutoff": cutoff},
             ).fetchall()
-            con.execute(
-                """
-                INSERT INTO raw.quarantine_landed
-                SELECT $load_id, coalesce(CASE WHEN regexp_full_match(c.resource_type, '[A-Z][A-Za-z]{1,63}')
-                                               THEN c.resource_type END, c.declared_type, 'unknown'),
-                       c.file, line_number, coalesce(b.line, b.fallback), c.reason, $landed_at
-                FROM classified c JOIN batch b USING (line_number)
-                WHERE c.reason IS NOT NULL AND line_number <= $cutoff""",
-                {"load_id": params["load_id"], "landed_at": params["landed_at"], "cutoff": cutoff},
-            )
-            for rtype, read, quarantined, valid in per_type:
-                c = self._counts(result, rtype)
-                c["read"] += read
-                c["quarantined"] += quarantined
-                if valid:
-                    stem = self._table(rtype)
-                    inserted = con.execute(
-                        _insert_versions_sql(rtype, stem), {**params, "rtype": rtype, "cutoff": cutoff}
-                    ).fetchall()
-                    loaded = inserted[0][0] if inserted else 0
-                    c["loaded"] += loaded
-                    c["duplicate"] += valid - loaded
-            con.execute("COMMIT")
-            con.unregister("batch")
-            carried = frame.filter(pl.col("line_number") > cutoff)
-            done += frame.height - carried.height
-            if carried.is_empty():
-                carried = None
-            if self.progress:
-                self.progress(f.name, done)
+        )
+        cur.execute(
+            """
+            INSERT INTO raw.quarantine_landed
+            SELECT $load_id, coalesce(CASE WHEN regexp_full_match(c.resource_type, '[A-Z][A-Za-z]{1,63}')
+                                           THEN c.resource_type END, c.declared_type, 'unknown'),
+                   c.file, line_number, coalesce(b.line, b.fallback), c.reason, $landed_at
+            FROM classified c JOIN batch b USING (line_number)
+            WHERE c.reason IS NOT NULL AND line_number <= $cutoff""",
+            {"load_id": params["load_id"], "landed_at": params["landed_at"], "cutoff": cutoff},
+        )
+        for rtype, read, quarantined, valid in per_type:
+            c = self._counts(result, rtype)
+            c["read"] += read
+            c["quarantined"] += quarantined
+            c["loaded"] += loaded.get(rtype, 0)
+            c["duplicate"] += valid - loaded.get(rtype, 0)
+        return cutoff, loaded
 
-    def _cutoff(self, take_all: bool) -> int:
+    def _write_batch(self, cur, loaded: dict[str, int], params: dict, cutoff: int) -> None:
+        """Insert the batch's new versions (on the writer thread) and commit the batch."""
+        for rtype, expected in sorted(loaded.items()):
+            inserted = cur.execute(
+                _insert_versions_sql(rtype, table_stem(rtype)), {**params, "rtype": rtype, "cutoff": cutoff}
+            ).fetchall()[0][0]
+            if inserted != expected:
+                raise AssertionError(f"{rtype}: {inserted} versions written, {expected} counted")
+        cur.execute("COMMIT")
+        cur.unregister("batch")
+        cur.unregister("in_flight")
+
+    def _cutoff(self, cur, take_all: bool) -> int:
         """The last line number this batch consumes. Its new versions are inserted in whole row groups and
         the lines after the cutoff are read again with the next batch: an insert that ends in a partial row
         group makes every later checkpoint merge and rewrite the neighbouring groups (measured at 10k
         patients: 1.2 s of an 8 s load). A file's last batch, a batch of several types (Bundles) or one
         with less than a row group of new versions is consumed whole."""
-        fresh = self.con.execute("SELECT count(*) FROM fresh").fetchall()[0][0]
+        fresh = cur.execute("SELECT count(*) FROM fresh").fetchall()[0][0]
         if take_all or fresh < self.row_group_rows:
             return 2**62
         rows = fresh - fresh % self.row_group_rows
-        return self.con.execute(
-            f"SELECT line_number FROM fresh ORDER BY line_number LIMIT 1 OFFSET {rows - 1}"
-        ).fetchall()[0][0]
+        last_row = cur.execute(f"SELECT line_number FROM fresh ORDER BY line_number LIMIT 1 OFFSET {rows - 1}")
+        return last_row.fetchall()[0][0]
 
     def _load_deletions(self, f: InputFile, plan: LoadPlan, params: dict, result: LoadResult) -> None:
         """deleted[] Bundles: each DELETE entry becomes a tombstone version dated at the transactionTime."""

@@ -286,6 +286,37 @@ def test_failed_load_is_logged_and_leaves_nothing_behind(clinic, tmp_path):
     assert warehouse_current(wh) == expected_current(folder)
 
 
+def test_a_write_failing_on_the_writer_thread_fails_the_load_cleanly(clinic, tmp_path, monkeypatch):
+    """Batches are written on a writer thread while the next is checked: its error ends the load (no hang),
+    logged as failed with nothing left behind, and a rerun loads everything."""
+    from ingestion.raw_load import Loader, plan_from_directory
+    from ingestion.warehouse import connect
+
+    write_batch = Loader._write_batch
+    calls = []
+
+    def fail_third(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("No space left on device (simulated)")
+        return write_batch(self, *args)
+
+    monkeypatch.setattr(Loader, "_write_batch", fail_third)
+    wh = tmp_path / "warehouse.duckdb"
+    con = connect(wh)
+    with pytest.raises(OSError, match="No space left"):
+        Loader(con, log=lambda _: None, batch_lines=500).load(plan_from_directory(clinic))
+    status, message = con.execute("SELECT status, message FROM raw.load_log").fetchall()[0]
+    con.close()
+    assert len(calls) >= 3 and status == "failed" and "No space left" in message
+    assert _landed_rows_of_uncommitted_loads(wh) == 0
+    monkeypatch.setattr(Loader, "_write_batch", write_batch)
+    con = connect(wh)
+    Loader(con, log=lambda _: None, batch_lines=500).load(plan_from_directory(clinic))
+    con.close()
+    assert warehouse_current(wh) == expected_current(clinic)
+
+
 def test_batch_boundaries_change_nothing(clinic, tmp_path):
     """Batches commit one by one: a version repeated in a later batch (or file) is still a duplicate."""
     from ingestion.raw_load import Loader, plan_from_directory
