@@ -391,10 +391,9 @@ class Loader:
             load_seq = self._start(plan, started)
             params = {"source": plan.source, "load_id": plan.load_id, "load_seq": load_seq, "landed_at": started}
             export_errors: list[tuple] = []
-            for f in plan.files:
-                if f.kind in ("ndjson", "bundle"):
-                    self._load_records(f, params, result)
-                elif f.kind == "deleted":
+            self._load_records([f for f in plan.files if f.kind in ("ndjson", "bundle")], params, result)
+            for f in plan.files:  # deletions after the records (a manifest lists output[] first)
+                if f.kind == "deleted":
                     with self._transaction():
                         self._load_deletions(f, plan, params, result)
                 elif f.kind == "errors":
@@ -509,17 +508,23 @@ class Loader:
             self._known_tables.add(rtype)
         return table_stem(rtype)
 
-    def _load_records(self, f: InputFile, params: dict, result: LoadResult) -> None:
-        """Batches are checked on one DuckDB cursor while the previous batch's versions are written and
-        committed on another (a single writer thread): the insert compresses a row group on one core, so the
-        other classifies the next batch meanwhile. A batch's dedupe sees the versions the batch before it is
-        still writing through `in_flight`; every earlier batch is committed before it begins."""
+    def _batches(self, files: list[InputFile]) -> Iterator[tuple[InputFile, object, bool]]:
+        """(file, frame, is the file's last batch), across all the files."""
+        for f in files:
+            batches = _ndjson_batches(f.path, self.batch_lines) if f.kind == "ndjson" else _bundle_batches(f.path)
+            for frame, last in _with_last(batches):
+                yield f, frame, last
+
+    def _load_records(self, files: list[InputFile], params: dict, result: LoadResult) -> None:
+        """One pipeline over all the files: the next batch is read on a thread; a batch is checked on one
+        DuckDB cursor while the previous batch's versions are written and committed on another (a single
+        writer thread): the insert compresses a row group on one core, so the other classifies the next batch
+        meanwhile. A batch's dedupe sees the versions the batch before it is still writing through
+        `in_flight`; every earlier batch is committed before it begins."""
         from concurrent.futures import Future, ThreadPoolExecutor
 
         import polars as pl
 
-        self.log(f"  reading {f.name}")  # progress in non-interactive logs (Airflow), one line per file
-        batches = _ndjson_batches(f.path, self.batch_lines) if f.kind == "ndjson" else _bundle_batches(f.path)
         cursors = [self.con.cursor(), self.con.cursor()]
         writing: list[Future | None] = [None, None]  # each cursor's batch being written
         in_flight = pl.DataFrame(
@@ -529,7 +534,11 @@ class Loader:
         done = 0
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-load-writer")
         try:
-            for i, (frame, last) in enumerate(_with_last(_read_ahead(batches))):
+            current = None
+            for i, (f, frame, last) in enumerate(_read_ahead(self._batches(files))):
+                if f is not current:
+                    current, done = f, 0
+                    self.log(f"  reading {f.name}")  # progress in non-interactive logs (Airflow), a line per file
                 slot = i % 2
                 cur = cursors[slot]
                 if writing[slot] is not None:
