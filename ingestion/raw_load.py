@@ -7,7 +7,8 @@ which is also the new watermark — turns `committed` in a final transaction: a 
 state intact, the next load discards the crashed load's rows, and a rerun is idempotent.
 
 Python only reads lines into polars batches; DuckDB does the flattening with JSON paths, the checks and
-the dedupe as set operations.
+the dedupe as set operations. Three things overlap on the two cores: reading the next batch (a thread),
+checking this one (one DuckDB cursor) and writing the previous one (a writer thread on a second cursor).
 """
 
 from __future__ import annotations
