@@ -534,9 +534,10 @@ class Loader:
         carried = None  # lines of the previous batch past its cutoff, read again with the next
         done = 0
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-load-writer")
+        reading = _read_ahead(self._batches(files))
         try:
             current = None
-            for i, (f, frame, last) in enumerate(_read_ahead(self._batches(files))):
+            for i, (f, frame, last) in enumerate(reading):
                 if f is not current:
                     current, done = f, 0
                     self.log(f"  reading {f.name}")  # progress in non-interactive logs (Airflow), a line per file
@@ -579,6 +580,7 @@ class Loader:
                     pass
             raise
         finally:
+            reading.close()  # stops the reader thread now, not when the traceback is dropped
             writer.shutdown(wait=True)
             for cur in cursors:
                 cur.close()
