@@ -25,14 +25,22 @@ def make_clinic(patients: int, out: str) -> None:
     generate(GeneratorConfig(patients=patients, seed=1), Path(out))
 
 
-def product_load(clinic: str, warehouse: str) -> int:
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def product_load(clinic: str, warehouse: str) -> tuple[int, list[float]]:
+    """Lines read, and the process's resident memory after each batch (does it grow with the export?)."""
     from ingestion.raw_load import Loader, plan_from_directory
     from ingestion.warehouse import connect
 
+    rss: list[float] = []
     con = connect(Path(warehouse))
-    result = Loader(con, log=lambda _: None).load(plan_from_directory(Path(clinic)))
+    loader = Loader(con, log=lambda _: None, progress=lambda _file, _lines: rss.append(_rss_mib()))
+    result = loader.load(plan_from_directory(Path(clinic)))
     con.close()
-    return result.totals()["read"]
+    return result.totals()["read"], rss
 
 
 def storage_floor(clinic: str, warehouse: str) -> int:
@@ -97,9 +105,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             clinic = f"{d}/clinic"
             make_clinic(n, clinic)
-            secs, peak, lines = measure(product_load, clinic, f"{d}/product.duckdb")
+            secs, peak, (lines, rss) = measure(product_load, clinic, f"{d}/product.duckdb")
             rates[("product", n)] = lines / secs
             print(f"{n:>9,} {'product':<8} {lines:>9,} {secs:>8.2f} {lines / secs:>10,.0f} {peak:>9.0f}")
+            half = len(rss) // 2
+            print(
+                f"{'':>9} resident after each of {len(rss)} batches: max {max(rss[:half] or rss):,.0f} MiB in the "
+                f"first half, {max(rss[half:]):,.0f} MiB in the second"
+            )
             secs, peak, lines = measure(storage_floor, clinic, f"{d}/floor.duckdb")
             print(f"{n:>9,} {'storage':<8} {lines:>9,} {secs:>8.2f} {lines / secs:>10,.0f} {peak:>9.0f}")
             if n == min(int(x) for x in args.sizes.split(",")):
