@@ -37,13 +37,12 @@ from ingestion.warehouse import (
     table_stem,
 )
 
-# A batch a little over DuckDB's row group (122,880 rows) is written straight to the database file at insert;
-# smaller ones go through the WAL and are written twice (measured at 10k patients: 50k-line batches 12 s and
-# 0.5 GiB, 125k-line batches 9.5 s and 0.75 GiB, flat as the export grows either way).
-# A batch is cut after its last whole row group of new versions (see Loader._cutoff), so it is sized to
-# hold one group plus the duplicates and quarantined lines around it.
+# A batch is cut after its last whole row group of new versions (see Loader._cutoff; a whole group is written
+# straight to the database file, a partial one is rewritten by later checkpoints), so it is sized to hold one
+# group plus the duplicates and quarantined lines around it.
 BATCH_LINES = 125_000
 ROW_GROUP_ROWS = 122_880  # DuckDB's
+EVERY_LINE = 2**62  # a cutoff past any line number: the batch is taken whole
 # The load streams: each batch is classified, inserted and committed, and nothing is read back but the
 # narrow dedupe columns. A buffer pool larger than this would only cache written blocks (RSS growing with
 # the export up to the connection's limit), so the load runs with the smaller of the two.
@@ -649,7 +648,7 @@ class Loader:
         with less than a row group of new versions is consumed whole."""
         fresh = cur.execute("SELECT count(*) FROM fresh").fetchall()[0][0]
         if take_all or fresh < self.row_group_rows:
-            return 2**62
+            return EVERY_LINE
         rows = fresh - fresh % self.row_group_rows
         last_row = cur.execute(f"SELECT line_number FROM fresh ORDER BY line_number LIMIT 1 OFFSET {rows - 1}")
         return last_row.fetchall()[0][0]
