@@ -141,22 +141,125 @@ def _type_from_name(name: str) -> str | None:
 
 # --- reading ------------------------------------------------------------------------------------------
 # Batches are polars frames (line_number, line, fallback): `line` is the UTF-8 text, or null with the text
-# decoded with replacement characters in `fallback` (kept for quarantine). The Python lists are dropped
-# before a frame is handed on, so a batch lives in memory once.
+# decoded with replacement characters in `fallback` (kept for quarantine). A file is read in blocks of whole
+# lines; polars' CSV reader (one column, no quoting, no header) splits a block into lines in Rust on all
+# cores. A block it cannot split exactly as Python would -- invalid UTF-8, a stray carriage return, the
+# column separator, a byte-order mark -- is split line by line in Python instead; both give the same frame.
+READ_BLOCK_BYTES = 32 * 2**20
+_SEPARATOR = b"\x1f"  # never in valid JSON text (raw control characters must be escaped there)
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes: a line of only these is blank
+
+
 def _frame(numbers: list[int], lines: list[str | None], fallback: list[str | None]):
     import polars as pl
 
-    frame = pl.DataFrame(
+    return pl.DataFrame(
         {
             "line_number": pl.Series(numbers, dtype=pl.Int64),
             "line": pl.Series(lines, dtype=pl.String),
             "fallback": pl.Series(fallback, dtype=pl.String),
         }
     )
+
+
+def _scan_chunks(frame):
+    """The frame in SCAN_CHUNK_ROWS-row chunks (zero-copy slices of one contiguous frame)."""
+    import polars as pl
+
+    frame = frame.rechunk()
     if frame.height <= SCAN_CHUNK_ROWS:
         return frame
-    # zero-copy slices, kept as separate chunks
     return pl.concat([frame.slice(i, SCAN_CHUNK_ROWS) for i in range(0, frame.height, SCAN_CHUNK_ROWS)], rechunk=False)
+
+
+def _line_blocks(path: Path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """(block of whole lines, number of its first line); only the file's last block may lack a final newline."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    first, rest = 1, b""
+    with opener(path, "rb") as f:
+        while chunk := f.read(block_bytes):
+            buf = rest + chunk if rest else chunk
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                rest = buf  # one line longer than a block: keep reading
+                continue
+            block, rest = buf[:cut], buf[cut:]
+            yield block, first
+            first += block.count(b"\n")
+    if rest:
+        yield rest, first
+
+
+def _lines_in_python(block: bytes, first: int):
+    numbers: list[int] = []
+    lines: list[str | None] = []
+    fallback: list[str | None] = []
+    for n, raw in enumerate(block.split(b"\n"), first):
+        raw = raw.rstrip(b"\r\n")
+        if not raw.strip():
+            continue  # blank lines are not records (nor is the empty text after a final newline)
+        try:
+            lines.append(raw.decode("utf-8"))
+            fallback.append(None)
+        except UnicodeDecodeError:
+            lines.append(None)
+            fallback.append(raw.decode("utf-8", "replace"))
+        numbers.append(n)
+    return _frame(numbers, lines, fallback)
+
+
+def _lines_in_polars(block: bytes, first: int):
+    """The block's lines, or None when polars would not split it exactly as _lines_in_python does."""
+    import io
+
+    import polars as pl
+
+    if (
+        _SEPARATOR in block
+        or block.startswith(b"\xef\xbb\xbf")  # polars drops a leading BOM; Python keeps it in the line
+        or (b"\r" in block and block.count(b"\r") != block.count(b"\r\n"))  # a CR not ending a line
+    ):
+        return None
+    try:
+        frame = pl.read_csv(
+            io.BytesIO(block),
+            has_header=False,
+            separator=_SEPARATOR.decode(),
+            quote_char=None,
+            schema={"line": pl.String},
+        )
+    except pl.exceptions.ComputeError:  # invalid UTF-8
+        return None
+    frame = frame.with_row_index("line_number", offset=first).select(
+        pl.col("line_number").cast(pl.Int64), "line", fallback=pl.lit(None, dtype=pl.String)
+    )
+    # blank lines come back null (empty) or as text; only a line not starting with '{' needs a closer look
+    suspects = frame.filter(pl.col("line").is_null() | ~pl.col("line").str.starts_with("{"))
+    blank = suspects.filter(pl.col("line").is_null() | (pl.col("line").str.strip_chars(_ASCII_WHITESPACE) == ""))
+    if blank.height:
+        frame = frame.filter(~pl.col("line_number").is_in(blank["line_number"].implode()))
+    return frame
+
+
+def _ndjson_batches(path: Path, batch_lines: int, block_bytes: int = READ_BLOCK_BYTES) -> Iterator:
+    """Frames of `batch_lines` non-blank lines (the last one of a file shorter)."""
+    import polars as pl
+
+    pending: list = []
+    held = 0
+    for block, first in _line_blocks(path, block_bytes):
+        frame = _lines_in_polars(block, first)
+        if frame is None:
+            frame = _lines_in_python(block, first)
+        del block
+        pending.append(frame)
+        held += frame.height
+        while held >= batch_lines:
+            lines = pl.concat(pending, rechunk=False)
+            yield _scan_chunks(lines.slice(0, batch_lines))
+            pending, held = [lines.slice(batch_lines)], held - batch_lines
+    if held:
+        yield _scan_chunks(pl.concat(pending, rechunk=False))
 
 
 def _read_ahead(batches: Iterator) -> Iterator:
@@ -203,31 +306,6 @@ def _read_ahead(batches: Iterator) -> Iterator:
         reader.join()
 
 
-def _ndjson_batches(path: Path, batch_lines: int) -> Iterator:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    numbers: list[int] = []
-    lines: list[str | None] = []
-    fallback: list[str | None] = []
-    with opener(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue  # blank lines are not records
-            try:
-                lines.append(raw.decode("utf-8"))
-                fallback.append(None)
-            except UnicodeDecodeError:
-                lines.append(None)
-                fallback.append(raw.decode("utf-8", "replace"))
-            numbers.append(n)
-            if len(numbers) >= batch_lines:
-                frame = _frame(numbers, lines, fallback)
-                numbers, lines, fallback = [], [], []
-                yield frame
-    if numbers:
-        yield _frame(numbers, lines, fallback)
-
-
 def _bundle_batches(path: Path) -> Iterator:
     raw = path.read_bytes()
     try:
@@ -238,10 +316,12 @@ def _bundle_batches(path: Path) -> Iterator:
     if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
         entries = doc.get("entry") or []
         resources = [e.get("resource") if isinstance(e, dict) else None for e in entries]
-        yield _frame(
-            list(range(1, len(resources) + 1)),
-            [orjson.dumps(r).decode() if r is not None else "null" for r in resources],
-            [None] * len(resources),
+        yield _scan_chunks(
+            _frame(
+                list(range(1, len(resources) + 1)),
+                [orjson.dumps(r).decode() if r is not None else "null" for r in resources],
+                [None] * len(resources),
+            )
         )
     else:
         yield _frame([1], [raw.decode("utf-8", "replace")], [None])

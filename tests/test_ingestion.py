@@ -350,6 +350,71 @@ def test_batch_boundaries_change_nothing(clinic, tmp_path):
     assert counts["Observation"]["duplicate"] >= counts["Observation"]["loaded"] > 0 and quarantined
 
 
+def _lines_as_python_reads_them(data: bytes) -> list[tuple]:
+    """The reading rule: lines split on newlines and numbered from 1; trailing CR/LF stripped; a line of
+    ASCII whitespace is blank and skipped; text that is not UTF-8 kept with replacement characters."""
+    out = []
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        raw = raw.rstrip(b"\r\n")
+        if raw.strip():
+            try:
+                out.append((n, raw.decode("utf-8"), None))
+            except UnicodeDecodeError:
+                out.append((n, None, raw.decode("utf-8", "replace")))
+    return out
+
+
+def test_lines_are_read_exactly_whichever_way_a_block_is_split(tmp_path):
+    """polars splits clean blocks, Python the awkward ones; across block and batch boundaries the frames must
+    hold exactly the file's lines, numbered as in the file."""
+    import random
+
+    import polars as pl
+
+    from ingestion.raw_load import _lines_in_polars, _ndjson_batches
+
+    pool = [
+        b'{"resourceType":"Observation","id":"a"}',
+        b'{"x":"\xc3\xa9t\xc3\xa9"}',  # UTF-8 beyond ASCII
+        b"",
+        b"   ",
+        b"\t\x0b\x0c",
+        b"\xc2\xa0",  # a no-break space is not ASCII whitespace: a record (malformed JSON)
+        b'{"a":1}\r',  # CRLF line ending
+        b"\r",
+        b'{"a":"x\ry"}',  # a stray carriage return
+        b"a\x1fb",  # the separator polars is given
+        b"\xef\xbb\xbf{}",  # a byte-order mark
+        b"\xff\xfe not utf-8",
+        b"[1, 2]",
+        b'"unterminated',
+        b"#not a comment",
+        b'{"long":"' + b"x" * 300 + b'"}',
+    ]
+    rng = random.Random(7)
+    for case in range(150):
+        lines = [rng.choice(pool if case % 3 else pool[:8]) for _ in range(rng.randint(0, 60))]
+        data = b"\n".join(lines) + (b"\n" if rng.random() < 0.7 else b"")
+        path = tmp_path / (f"{case}.ndjson.gz" if case % 10 == 0 else f"{case}.ndjson")
+        if case % 10 == 0:
+            with gzip.open(path, "wb") as f:
+                f.write(data)
+        else:
+            path.write_bytes(data)
+        batch_lines = rng.randint(1, 20)
+        batches = list(_ndjson_batches(path, batch_lines, block_bytes=rng.choice([16, 100, 1000, 2**20])))
+        assert all(b.height == batch_lines for b in batches[:-1]) and all(b.height for b in batches)
+        got = pl.concat(batches).rows() if batches else []
+        assert got == _lines_as_python_reads_them(data), f"case {case}"
+
+    # the fast path itself copes with blank lines, whitespace and CRLF endings (no fallback needed)
+    clean = b'{"a":1}\r\n\n  \n\r\n{"b":"\xc3\xa9"}\n\t\n{"c":3}'
+    frame = _lines_in_polars(clean, 1)
+    assert frame is not None and frame.rows() == _lines_as_python_reads_them(clean)
+    for awkward in (b"\xff\n", b"a\rb\n", b"a\x1fb\n", b"\xef\xbb\xbf{}\n", b"a\r\r\n"):
+        assert _lines_in_polars(awkward, 1) is None
+
+
 def _obs(rid: str, version: str, status: str, value: dict, lu: str = "2026-03-01T10:00:00Z") -> dict:
     return {
         "resourceType": "Observation",
