@@ -34,7 +34,8 @@ dashboards. Incremental: the extract asks for `_since` the last committed load.
 * dbt runs as **one** `dbt build` task rather than a per-model task group (astronomer-cosmos): the
   warehouse is a single DuckDB file with one writer, so per-model tasks would run one at a time anyway
   while paying a scheduler round-trip and a dbt parse per model; dbt's own DAG already orders the models
-  and runs the tests and unit tests beside them, and its log names the failing model.
+  and runs the data tests beside them, and its log names the failing model. (The unit tests of the
+  outcome definitions run in CI with `make test`: their fixtures are fixed, so a nightly run adds nothing.)
 * Settings: Airflow connection `outcomes_ehr`, variables `outcomes_warehouse` / `outcomes_clinic_tz`, or
   `OUTCOMES_*` environment variables — read when a task runs, never when this file is parsed.
 """
@@ -86,7 +87,7 @@ with DAG(
         r = steps.validate_raw(settings_from_airflow())
         return {"quarantined": sum(r.quarantined.values()), "warnings": len(r.warnings)}
 
-    @task(doc_md="`dbt build`: staging, intermediate, marts (into marts_build), data tests and unit tests.")
+    @task(doc_md="`dbt build`: staging, intermediate, marts (into marts_build) and their data tests.")
     def transform() -> dict:
         from pipeline import steps
         from pipeline.airflow_support import settings_from_airflow

@@ -6,8 +6,8 @@ tables (so memory stays flat whatever the export's size), invisible to readers u
 which is also the new watermark — turns `committed` in a final transaction: a crash leaves the previous
 state intact, the next load discards the crashed load's rows, and a rerun is idempotent.
 
-Python only reads lines into polars batches; DuckDB does the flattening with JSON paths, the checks and
-the dedupe as set operations. Three things overlap on the two cores: reading the next batch (a thread),
+polars splits the files into batches of lines (Python only the odd block polars cannot split exactly);
+DuckDB does the flattening with JSON paths, the checks and the dedupe as set operations. Three things overlap on the two cores: reading the next batch (a thread),
 checking this one (one DuckDB cursor) and writing the previous one (a writer thread on a second cursor).
 """
 

@@ -53,7 +53,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_transform(args: argparse.Namespace) -> int:
     from pipeline import steps
 
-    _run(steps.transform, _settings(args), full_refresh=args.full_refresh)
+    _run(steps.transform, _settings(args), full_refresh=args.full_refresh, unit_tests=args.unit_tests)
     return 0
 
 
@@ -145,14 +145,20 @@ def register(sub) -> None:
 
     t = sub.add_parser(
         "transform",
-        help="dbt build: staging, intermediate and marts, with data and unit tests",
-        description="Run `dbt build` on the warehouse (seeds, models, data tests, unit tests).",
+        help="dbt build: staging, intermediate and marts, with data tests (and unit tests with --unit-tests)",
+        description="Run `dbt build` on the warehouse (seeds, models, data tests; the unit tests of the "
+        "outcome definitions with --unit-tests).",
     )
     _common(t)
     t.add_argument(
         "--full-refresh",
         action="store_true",
         help="rebuild the incremental models from all history (the surrogate-key lookup is never rebuilt)",
+    )
+    t.add_argument(
+        "--unit-tests",
+        action="store_true",
+        help="also run the dbt unit tests (hand-computed fixtures; `make test` runs them, nightly builds skip them)",
     )
     t.set_defaults(func=cmd_transform)
 

@@ -142,8 +142,15 @@ def _fmt(t: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in t.items())
 
 
-def transform(settings: Settings, log: Log = print, dbt_vars: dict | None = None, full_refresh: bool = False) -> dict:
-    """dbt build: staging -> intermediate -> marts (into marts_build), with data tests and unit tests.
+def transform(
+    settings: Settings,
+    log: Log = print,
+    dbt_vars: dict | None = None,
+    full_refresh: bool = False,
+    unit_tests: bool = False,
+) -> dict:
+    """dbt build: staging -> intermediate -> marts (into marts_build), with the data tests (and the unit
+    tests of the outcome definitions if `unit_tests`; CI runs them, the nightly build need not).
     Incremental models read only what changed since their last run unless `full_refresh`."""
     from expectations.store import ensure_quality_schema
     from ingestion.warehouse import connect, ensure_raw_schema
@@ -161,6 +168,7 @@ def transform(settings: Settings, log: Log = print, dbt_vars: dict | None = None
         dbt_vars={"clinic_timezone": settings.clinic_tz, **(dbt_vars or {})},
         log=log,
         full_refresh=full_refresh,
+        unit_tests=unit_tests,
     )
 
 

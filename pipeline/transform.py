@@ -1,4 +1,4 @@
-"""The dbt step: `dbt build` (seeds, models, data tests, unit tests) in-process on the warehouse file."""
+"""The dbt step: `dbt build` (seeds, models, data tests; unit tests on request) in-process on the warehouse file."""
 
 from __future__ import annotations
 
@@ -67,10 +67,14 @@ def build(
     log: Callable[[str], None] = print,
     quiet: bool = False,
     full_refresh: bool = False,
+    unit_tests: bool = False,
 ) -> dict:
     """`dbt build` (incremental models rebuilt whole if `full_refresh`); raises TransformError naming what
-    failed."""
+    failed. Unit tests run only if asked: their fixtures are fixed, so they test the code, not the night's
+    data (dbt's advice: run them in development and CI, not in production builds)."""
     args = ["build"] + (["--select", select] if select else []) + (["--full-refresh"] if full_refresh else [])
+    if not unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
     result = dbt_invoke(warehouse, args, dbt_vars, quiet)
     if result.exception is not None:
         raise TransformError(f"dbt could not run: {result.exception}")

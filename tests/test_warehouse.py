@@ -152,3 +152,26 @@ def test_counts_add_up_across_marts(clinic_warehouse):
     protocols = dict(con.execute("SELECT protocol, count(*) FROM marts.fct_treatment_courses GROUP BY 1").fetchall())
     assert set(protocols) == {"ketamine_only", "ketamine_cbt", "ketamine_mbrp", "ketamine_kap"}
     con.close()
+
+
+def test_dbt_unit_tests_pass_on_their_hand_computed_fixtures(clinic_warehouse, tmp_path):
+    """The outcome definitions' unit tests (fixtures with hand-computed expected rows) run here, in CI; the
+    nightly build skips them. Every one defined in the project must run, and pass."""
+    import shutil
+
+    import yaml
+
+    from pipeline.transform import DBT_PROJECT, dbt_invoke
+
+    _, wh = clinic_warehouse
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(wh, copy)
+    defined = {
+        unit_test["name"]
+        for f in (DBT_PROJECT / "models").rglob("*.yml")
+        for unit_test in (yaml.safe_load(f.read_text()) or {}).get("unit_tests", [])
+    }
+    result = dbt_invoke(copy, ["test", "--select", "test_type:unit"], quiet=True)
+    ran = {r.node.name: str(r.status) for r in result.result or []}
+    assert len(defined) >= 7 and set(ran) == defined
+    assert set(ran.values()) == {"pass"}, ran
