@@ -1,4 +1,5 @@
-"""End-to-end refresh benchmark: full refresh, then an incremental one after `--continue-days 1`.
+"""End-to-end refresh benchmark: full refresh, then an incremental one after `--continue-days 1`, then one
+with nothing new (what a night costs before any data: process start-ups, dbt parse, rebuilding the marts).
 
 Per clinic size: wall time per step (extract, load, raw gate, dbt, mart gate, publish, dashboards),
 resources/s, peak memory (and the high-water mark after each step, in the JSON) and warehouse size, against
@@ -43,7 +44,7 @@ def run_size(patients: int, root: Path) -> list[dict]:
     client_id = register_client(ehr, key, "RS384", "bench")
     warehouse = root / "warehouse.duckdb"
     rows = []
-    for kind in ("full", "incremental"):
+    for kind in ("full", "incremental", "unchanged"):
         if kind == "incremental":
             continue_clinic(ehr, 1)
         with running_ehr(ehr, 0, log=lambda _: None) as base:
@@ -86,6 +87,14 @@ def main() -> None:
                     + " ".join(f"{r['steps'].get(s, 0):>10.1f}" for s in STEPS),
                     flush=True,
                 )
+    print("night (incremental) against the full refresh, and the part of it that no new data costs:")
+    for n in sorted({r["patients"] for r in results}):
+        by = {r["refresh"]: r["seconds"] for r in results if r["patients"] == n}
+        print(
+            f"{n:>9,}  night {by['incremental']:.1f} s = {by['incremental'] / by['full']:.0%} of full "
+            f"{by['full']:.1f} s; a night with nothing new {by['unchanged']:.1f} s "
+            f"({by['unchanged'] / by['full']:.0%}); the day's data adds {by['incremental'] - by['unchanged']:+.1f} s"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
