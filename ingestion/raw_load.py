@@ -7,8 +7,9 @@ which is also the new watermark — turns `committed` in a final transaction: a 
 state intact, the next load discards the crashed load's rows, and a rerun is idempotent.
 
 polars splits the files into batches of lines (Python only the odd block polars cannot split exactly);
-DuckDB does the flattening with JSON paths, the checks and the dedupe as set operations. Three things overlap on the two cores: reading the next batch (a thread),
-checking this one (one DuckDB cursor) and writing the previous one (a writer thread on a second cursor).
+DuckDB does the flattening with JSON paths, the checks and the dedupe as set operations. Three things
+overlap on the two cores: reading the next batch (a thread), checking this one (one DuckDB cursor) and
+writing the previous one (a writer thread on a second cursor).
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def _lines_in_polars(block: bytes, first: int):
             quote_char=None,
             schema={"line": pl.String},
         )
-    except pl.exceptions.ComputeError:  # invalid UTF-8
+    except pl.exceptions.PolarsError:  # invalid UTF-8 (or anything else polars cannot read as one column)
         return None
     frame = frame.with_row_index("line_number", offset=first).select(
         pl.col("line_number").cast(pl.Int64), "line", fallback=pl.lit(None, dtype=pl.String)
