@@ -78,6 +78,12 @@ def _context(docs_dir: Path | None):
     return gx, context
 
 
+# Rows of a frame validated at once. GX copies a chunk per metric it computes, so the Python heap scales
+# with it: a full raw validation at 50k patients peaked at 1.78 GiB with 200k-row chunks and 1.38 GiB with
+# 100k (5 s slower in 55 s); incremental nights validate far fewer rows than one chunk.
+GATE_CHUNK_ROWS = 100_000
+
+
 def _chunks(con, frame: Frame, chunk_rows: int) -> list[str]:
     """SQL per chunk of the frame. Large frames of records are staged once in a temp table (DuckDB spills it
     under its memory limit) and pulled into pandas a hash-partition of ids at a time."""
@@ -100,7 +106,7 @@ def run_suite(
     log: Callable[[str], None] = print,
     scope: RawScope | None = None,
     fingerprint: str | None = None,
-    chunk_rows: int = 200_000,
+    chunk_rows: int = GATE_CHUNK_ROWS,
 ) -> GateResult:
     """Validate every frame against its checks; quarantine row-level failures; persist results.
 
