@@ -252,7 +252,6 @@ def _ndjson_batches(path: Path, batch_lines: int, block_bytes: int = READ_BLOCK_
         frame = _lines_in_polars(block, first)
         if frame is None:
             frame = _lines_in_python(block, first)
-        del block
         pending.append(frame)
         held += frame.height
         while held >= batch_lines:
@@ -384,6 +383,9 @@ SELECT * EXCLUDE (line, fallback),  -- the raw text stays in the batch; joined b
         WHEN resource_type = 'Observation' AND value_source IS NOT NULL AND value_score IS NULL
             THEN 'unreadable value in ' || value_source || ': ''' || coalesce(v_int, v_qty, v_str) || ''''
     END AS reason,
+    -- the type a line is counted (and quarantined) under: its own if well formed, else its file's
+    coalesce(CASE WHEN regexp_full_match(resource_type, '[A-Z][A-Za-z]{{1,63}}') THEN resource_type END,
+             declared_type, 'unknown') AS counted_type,
     coalesce(version_id, '') || '|' || coalesce(last_updated, '')
         || CASE WHEN version_id IS NULL AND last_updated IS NULL THEN '|' || md5(line) ELSE '' END AS version_key
 FROM typed
@@ -678,9 +680,7 @@ class Loader:
         cutoff = self._cutoff(cur, last or len(valid_types) != 1)
         per_type = cur.execute(
             """
-            SELECT coalesce(CASE WHEN reason IS NULL OR regexp_full_match(resource_type, '[A-Z][A-Za-z]{1,63}')
-                                 THEN resource_type END, declared_type, 'unknown') AS t,
-                   count(*) AS read, count(reason) AS quarantined,
+            SELECT counted_type, count(*) AS read, count(reason) AS quarantined,
                    count(*) FILTER (WHERE reason IS NULL) AS valid
             FROM classified WHERE line_number <= $cutoff GROUP BY ALL""",
             {"cutoff": cutoff},
@@ -694,9 +694,7 @@ class Loader:
         cur.execute(
             """
             INSERT INTO raw.quarantine_landed
-            SELECT $load_id, coalesce(CASE WHEN regexp_full_match(c.resource_type, '[A-Z][A-Za-z]{1,63}')
-                                           THEN c.resource_type END, c.declared_type, 'unknown'),
-                   c.file, line_number, coalesce(b.line, b.fallback), c.reason, $landed_at
+            SELECT $load_id, c.counted_type, c.file, line_number, coalesce(b.line, b.fallback), c.reason, $landed_at
             FROM classified c JOIN batch b USING (line_number)
             WHERE c.reason IS NOT NULL AND line_number <= $cutoff""",
             {"load_id": params["load_id"], "landed_at": params["landed_at"], "cutoff": cutoff},
