@@ -146,7 +146,10 @@ def _type_from_name(name: str) -> str | None:
 # lines; polars' CSV reader (one column, no quoting, no header) splits a block into lines in Rust on all
 # cores. A block it cannot split exactly as Python would -- invalid UTF-8, a stray carriage return, the
 # column separator, a byte-order mark -- is split line by line in Python instead; both give the same frame.
-READ_BLOCK_BYTES = 32 * 2**20
+# Under glibc's largest mmap threshold (32 MiB), so the block buffers come from the heap and are reused: with
+# 32 MiB blocks every buffer was a fresh mmap (10k patients: 940k page faults in a load, 790k with 16 MiB;
+# the load ~7% faster in alternating runs).
+READ_BLOCK_BYTES = 16 * 2**20
 _SEPARATOR = b"\x1f"  # never in valid JSON text (raw control characters must be escaped there)
 _ASCII_WHITESPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes: a line of only these is blank
 
