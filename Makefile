@@ -38,7 +38,7 @@ lint: bootstrap  ## ruff lint + format check
 format: bootstrap
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-REFRESH_SIZES ?= 1000,10000,50000
+REFRESH_SIZES ?= 10,1000,10000,50000
 
 bench: bootstrap  ## benchmarks that print figures (the end-to-end refresh at 50k takes ~15 min)
 	$(BIN)/python bench/generator.py
