@@ -366,8 +366,8 @@ WITH parsed AS (
                              WHEN 'valueQuantity' THEN try_cast(v_qty AS DOUBLE)
                              WHEN 'valueString' THEN try_cast(trim(v_str) AS DOUBLE) END AS value_score
     FROM fields
-)
-SELECT * EXCLUDE (line, fallback),  -- the raw text stays in the batch; joined back on insert
+), judged AS (
+SELECT *,
     CASE
         WHEN line IS NULL THEN 'invalid UTF-8'
         WHEN NOT valid THEN 'malformed JSON'
@@ -392,6 +392,11 @@ SELECT * EXCLUDE (line, fallback),  -- the raw text stays in the batch; joined b
     coalesce(version_id, '') || '|' || coalesce(last_updated, '')
         || CASE WHEN version_id IS NULL AND last_updated IS NULL THEN '|' || md5(line) ELSE '' END AS version_key
 FROM typed
+)
+-- the raw text stays in the batch (joined back on insert), except a quarantined line's: a join back to the
+-- batch for a few bad lines would read every line of it again
+SELECT * EXCLUDE (line, fallback), CASE WHEN reason IS NOT NULL THEN coalesce(line, fallback) END AS quarantined_text
+FROM judged
 """
 
 
@@ -697,9 +702,8 @@ class Loader:
         cur.execute(
             """
             INSERT INTO raw.quarantine_landed
-            SELECT $load_id, c.counted_type, c.file, line_number, coalesce(b.line, b.fallback), c.reason, $landed_at
-            FROM classified c JOIN batch b USING (line_number)
-            WHERE c.reason IS NOT NULL AND line_number <= $cutoff""",
+            SELECT $load_id, counted_type, file, line_number, quarantined_text, reason, $landed_at
+            FROM classified WHERE reason IS NOT NULL AND line_number <= $cutoff""",
             {"load_id": params["load_id"], "landed_at": params["landed_at"], "cutoff": cutoff},
         )
         for rtype, read, quarantined, valid in per_type:

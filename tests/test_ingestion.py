@@ -479,6 +479,10 @@ def test_bad_lines_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
         "SELECT raw_text FROM raw.quarantine WHERE line_number = 3 AND file = 'Observation.ndjson'"
     ).fetchall()[0][0]
     assert raw_text == '{"resourceType":"Observation","id":"o2"'
+    texts = dict(con.execute("SELECT file || ':' || line_number, raw_text FROM raw.quarantine").fetchall())
+    assert texts["Observation.ndjson:11"] == "\ufffd\ufffd not utf-8"  # undecodable bytes replaced, kept
+    assert texts["Patient.ndjson.gz:2"] == '{"resourceType":"Condition","id":"c1"}'
+    assert all(texts.values()), "every quarantined line keeps its text"
     scores = dict(
         con.execute("SELECT resource_id, (value_score, value_source) FROM raw.observation_current").fetchall()
     )
