@@ -424,6 +424,14 @@ def _insert_versions_sql(rtype: str, stem: str) -> str:
                 SELECT line_number FROM fresh WHERE resource_type = $rtype AND line_number <= $cutoff)"""
 
 
+def _load_threads(threads: int) -> int:
+    """DuckDB threads for a load: one fewer than the connection has. Two statements run at once (checking
+    one batch, writing the previous) and a reader thread splits the next, each on a core of its own; with a
+    pool as large as the machine they oversubscribed it (two cores: a 10k load 7.1 -> 6.5 s, 4 alternating
+    pairs, and ~15% fewer page faults)."""
+    return max(1, int(threads) - 1)
+
+
 def _with_last(items: Iterator) -> Iterator[tuple[object, bool]]:
     """(item, is_last) pairs."""
     it = iter(items)
@@ -472,6 +480,8 @@ class Loader:
         load_seq = None
         if size_in_bytes(LOAD_MEMORY_LIMIT) < size_in_bytes(memory_limit()):
             con.execute(f"SET memory_limit = '{LOAD_MEMORY_LIMIT}'")
+        threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
+        con.execute(f"SET threads = {_load_threads(threads)}")
         try:
             load_seq = self._start(plan, started)
             params = {"source": plan.source, "load_id": plan.load_id, "load_seq": load_seq, "landed_at": started}
@@ -507,6 +517,8 @@ class Loader:
         except BaseException as e:
             self._record_failure(plan, load_seq, started, e)
             raise
+        finally:
+            con.execute(f"SET threads = {threads}")
         con.execute(f"SET memory_limit = '{memory_limit()}'")
         return result
 
