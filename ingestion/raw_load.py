@@ -427,7 +427,7 @@ def _insert_versions_sql(rtype: str, stem: str) -> str:
 def _load_threads(threads: int) -> int:
     """DuckDB threads for a load: one fewer than the connection has. Two statements run at once (checking
     one batch, writing the previous) and a reader thread splits the next, each on a core of its own; with a
-    pool as large as the machine they oversubscribed it (two cores: a 10k load 7.1 -> 6.5 s, 4 alternating
+    pool as large as the machine they oversubscribed it (two cores: a 10k load 7.40 -> 6.13 s, 5 alternating
     pairs, and ~15% fewer page faults)."""
     return max(1, int(threads) - 1)
 
