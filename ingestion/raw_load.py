@@ -176,6 +176,14 @@ def _scan_chunks(frame):
     return pl.concat([frame.slice(i, SCAN_CHUNK_ROWS) for i in range(0, frame.height, SCAN_CHUNK_ROWS)], rechunk=False)
 
 
+def as_arrow(frame):
+    """The frame as Arrow string views, zero-copy, for DuckDB to scan: registered as a polars frame it is
+    converted to Arrow's older large_string layout, a copy of every line (~0.06 s a batch)."""
+    import polars as pl
+
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
 def _line_blocks(path: Path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
     """(block of whole lines, number of its first line); only the file's last block may lack a final newline."""
     opener = gzip.open if path.name.endswith(".gz") else open
@@ -347,6 +355,7 @@ WITH parsed AS (
     FROM batch
 ), fields AS (
     SELECT file, line_number, line, fallback, declared_type, f IS NOT NULL AS valid,
+           regexp_full_match(f[1], '[A-Z][A-Za-z]{{1,63}}') AS type_well_formed,
            f[1] AS resource_type, f[2] AS resource_id, f[3] AS version_id, f[4] AS last_updated,
            f[5] AS status,
            CASE WHEN f[1] = 'Observation' THEN
@@ -368,7 +377,7 @@ SELECT *,
         WHEN resource_type IS NULL AND json_type(line) <> 'OBJECT'
             THEN 'not a JSON object (a Bundle entry without a resource?)'
         WHEN resource_type IS NULL THEN 'missing resourceType'
-        WHEN NOT regexp_full_match(resource_type, '[A-Z][A-Za-z]{{1,63}}') THEN 'invalid resourceType'
+        WHEN NOT type_well_formed THEN 'invalid resourceType'
         WHEN declared_type IS NOT NULL AND resource_type <> declared_type
             THEN 'resourceType ' || resource_type || ' in a ' || declared_type || ' file'
         WHEN coalesce(resource_id, '') = '' THEN 'missing id'
@@ -381,15 +390,15 @@ SELECT *,
             THEN 'unreadable value in ' || value_source || ': ''' || coalesce(v_int, v_qty, v_str) || ''''
     END AS reason,
     -- the type a line is counted (and quarantined) under: its own if well formed, else its file's
-    coalesce(CASE WHEN regexp_full_match(resource_type, '[A-Z][A-Za-z]{{1,63}}') THEN resource_type END,
-             declared_type, 'unknown') AS counted_type,
+    coalesce(CASE WHEN type_well_formed THEN resource_type END, declared_type, 'unknown') AS counted_type,
     coalesce(version_id, '') || '|' || coalesce(last_updated, '')
         || CASE WHEN version_id IS NULL AND last_updated IS NULL THEN '|' || md5(line) ELSE '' END AS version_key
 FROM typed
 )
 -- the raw text stays in the batch (joined back on insert), except a quarantined line's: a join back to the
 -- batch for a few bad lines would read every line of it again
-SELECT * EXCLUDE (line, fallback), CASE WHEN reason IS NOT NULL THEN coalesce(line, fallback) END AS quarantined_text
+SELECT * EXCLUDE (line, fallback, type_well_formed),
+       CASE WHEN reason IS NOT NULL THEN coalesce(line, fallback) END AS quarantined_text
 FROM judged
 """
 
@@ -647,9 +656,7 @@ class Loader:
                 batch = frame.with_columns(  # shares the frame's buffers
                     file=pl.lit(f.name, dtype=pl.String), declared_type=pl.lit(f.declared_type, dtype=pl.String)
                 )
-                # handed over as Arrow string views, zero-copy: registered as a polars frame, it was converted
-                # to Arrow's older large_string layout, a copy of every line (~0.06 s a batch)
-                cur.register("batch", batch.to_arrow(compat_level=pl.CompatLevel.newest()))
+                cur.register("batch", as_arrow(batch))
                 cur.register("in_flight", in_flight)
                 cur.execute("BEGIN TRANSACTION")
                 cutoff, loaded = self._check_batch(cur, params, result, last)
