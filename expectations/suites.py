@@ -308,8 +308,8 @@ def mart_frames(schema: str) -> dict[str, Frame]:
                     WHERE a.course_id IS NOT NULL) AS courses_with_outcome_assessments,
                    (SELECT count(*) FROM {schema}.fct_course_outcomes o
                     ANTI JOIN {schema}.fct_treatment_courses c USING (course_id)) AS outcome_courses_missing,
-                   (SELECT sum(induction_infusions + booster_infusions) FROM {schema}.fct_treatment_courses)
-                       AS infusions_in_courses,
+                   (SELECT coalesce(sum(induction_infusions + booster_infusions), 0)
+                    FROM {schema}.fct_treatment_courses) AS infusions_in_courses,
                    (SELECT count(*) FROM {schema}.fct_infusions) AS infusions"""),
         "columns": Frame(f"""
             SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = '{schema}'"""),

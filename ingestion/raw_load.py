@@ -614,6 +614,19 @@ class Loader:
             self._known_tables.add(rtype)
         return table_stem(rtype)
 
+    @staticmethod
+    def _types_in(cur, f: InputFile) -> list[str]:
+        """The resource types a batch can write: its file's declared type (lines of another type are
+        quarantined), else the well-formed types its lines name (Bundles, files named for no type)."""
+        if f.declared_type is not None:
+            return [f.declared_type] if re.fullmatch(r"[A-Z][A-Za-z]{1,63}", f.declared_type) else []
+        rows = cur.execute(
+            """SELECT DISTINCT t FROM (SELECT json_extract_string(line, '$.resourceType') AS t FROM batch
+                                       WHERE line IS NOT NULL AND json_valid(line))
+               WHERE regexp_full_match(t, '[A-Z][A-Za-z]{1,63}')"""
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
     def _batches(self, files: list[InputFile]) -> Iterator[tuple[InputFile, object, bool]]:
         """(file, frame, is the file's last batch), across all the files."""
         for f in files:
@@ -658,6 +671,8 @@ class Loader:
                 )
                 cur.register("batch", as_arrow(batch))
                 cur.register("in_flight", in_flight)
+                for rtype in self._types_in(cur, f):  # DDL before the batch's transaction, which must see it
+                    self._table(rtype)
                 cur.execute("BEGIN TRANSACTION")
                 cutoff, loaded = self._check_batch(cur, params, result, last)
                 in_flight = cur.sql(

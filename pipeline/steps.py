@@ -247,10 +247,25 @@ def publish(settings: Settings, log: Log = print) -> list[str]:
     con = connect(settings.warehouse)
     try:
         tables = publish_marts(con)
+        courses, missing = _coverage(con)
     finally:
         con.close()
-    log(f"published {len(tables)} marts to schema marts")
+    log(f"published {len(tables)} marts to schema marts: {courses:,} treatment courses")
+    if courses == 0:
+        log("  no ketamine treatment courses in the data: the marts are empty but valid (check the code seeds)")
+    if missing:
+        log(f"  no assessments for: {', '.join(missing)}")
     return tables
+
+
+def _coverage(con) -> tuple[int, list[str]]:
+    """Courses in the published marts, and the outcome instruments without a single assessment."""
+    courses = con.execute("SELECT count(*) FROM marts.fct_treatment_courses").fetchall()[0][0]
+    missing = con.execute("""
+        SELECT DISTINCT c.instrument_label FROM reference.instrument_catalogue c
+        WHERE c.is_outcome AND c.instrument NOT IN (SELECT DISTINCT instrument FROM marts.fct_assessments)
+        ORDER BY 1""").fetchall()
+    return courses, [r[0] for r in missing]
 
 
 def dashboards(settings: Settings, log: Log = print) -> list[Path]:
