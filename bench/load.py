@@ -23,7 +23,7 @@ def make_clinic(patients: int, out: str) -> None:
     from ehr_simulator.generate import generate
     from ehr_simulator.params import GeneratorConfig
 
-    generate(GeneratorConfig(patients=patients, seed=1), Path(out))
+    generate(GeneratorConfig(patients=patients, seed=1, file_mess=True), Path(out))
 
 
 def _rss_mib() -> float:

@@ -35,15 +35,14 @@ def _refresh(ehr_url: str, client_id: str, key: str, warehouse: str) -> dict:
 
 
 def run_size(patients: int, root: Path) -> list[dict]:
-    from ehr_simulator.auth import register_client
     from ehr_simulator.generate import continue_clinic, generate
     from ehr_simulator.params import GeneratorConfig
-    from pipeline.local_ehr import running_ehr
+    from pipeline.local_ehr import register_new_client, running_ehr
 
     ehr = root / "ehr"
     generate(GeneratorConfig(patients=patients, seed=1), ehr)
     key = root / "client.pem"
-    client_id = register_client(ehr, key, "RS384", "bench")
+    client_id = register_new_client(ehr, key, "RS384", "bench")
     warehouse = root / "warehouse.duckdb"
     rows = []
     for kind in ("full", "incremental", "unchanged"):

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 CLIENTS_FILE = "_ehr/clients.json"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -20,31 +18,23 @@ MAX_ASSERTION_LIFETIME_S = 300
 LEEWAY_S = 10
 
 
-def new_key_pair(alg: str) -> tuple[bytes, dict]:
-    """A private key (PEM) and its public JWK for `alg` (RS384 or ES384)."""
-    if alg == "RS384":
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-    elif alg == "ES384":
-        key = ec.generate_private_key(ec.SECP384R1())
-        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
-    else:
-        raise ValueError(f"unsupported algorithm {alg!r}: use RS384 or ES384")
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    jwk.update(alg=alg, kid=secrets.token_hex(8), use="sig")
-    return pem, jwk
-
-
-def register_client(data_dir: Path, key_out: Path, alg: str = "RS384", client_id: str | None = None) -> str:
-    """Create a key pair, write the private key to `key_out` (mode 0600) and register the public key."""
-    pem, jwk = new_key_pair(alg)
+def register_jwks(data_dir: Path, jwks: dict, client_id: str | None = None) -> str:
+    """Register a backend client by its public JWKS (as EHRs do); its keys are added to the client's."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(keys, list) or not keys:
+        raise ValueError('a JWKS is a JSON object {"keys": [...]} with at least one key')
+    for k in keys:
+        if not isinstance(k, dict) or not k.get("kid"):
+            raise ValueError("every key of the JWKS needs a kid: servers choose the key by it")
+        if k.get("alg") not in ALGORITHMS:
+            raise ValueError(f"key {k.get('kid')}: alg must be RS384 or ES384, got {k.get('alg')!r}")
+        if any(private in k for private in ("d", "p", "q", "dp", "dq", "qi")):
+            raise ValueError(f"key {k['kid']} holds private key material: register the public JWKS only")
+        jwt.PyJWK.from_dict(k)  # raises on a malformed key
     client_id = client_id or f"outcomes-{secrets.token_hex(4)}"
-    key_out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
     clients = load_clients(data_dir)
-    clients.setdefault(client_id, {"jwks": {"keys": []}})["jwks"]["keys"].append(jwk)
+    stored = clients.setdefault(client_id, {"jwks": {"keys": []}})["jwks"]["keys"]
+    stored[:] = [k for k in stored if k["kid"] not in {n["kid"] for n in keys}] + keys
     path = data_dir / CLIENTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(clients, indent=2) + "\n")
@@ -89,13 +79,15 @@ class TokenIssuer:
         client = load_clients(self.data_dir).get(client_id or "")
         if client is None:
             raise AuthError("invalid_client", f"unknown client {client_id!r}")
-        keys = [
-            k
-            for k in client["jwks"]["keys"]
-            if k.get("alg") == alg and (header.get("kid") is None or k.get("kid") == header.get("kid"))
-        ]
+        kid = header.get("kid")
+        if not kid:
+            raise AuthError("invalid_client", "the assertion's JWT header has no kid: it names the registered key")
+        keys = [k for k in client["jwks"]["keys"] if k.get("kid") == kid]
         if not keys:
-            raise AuthError("invalid_client", "no registered key matches the assertion's alg/kid")
+            raise AuthError("invalid_client", f"no key with kid {kid!r} is registered for client {client_id!r}")
+        keys = [k for k in keys if k.get("alg") == alg]
+        if not keys:
+            raise AuthError("invalid_client", f"key {kid!r} is registered for another alg than {alg}")
         claims = None
         last_error: Exception | None = None
         for k in keys:
@@ -125,18 +117,30 @@ class TokenIssuer:
         if claims["jti"] in self.seen_jti:
             raise AuthError("invalid_client", "jti already used (replay)")
         self.seen_jti[claims["jti"]] = claims["exp"]
+        granted = granted_scopes(form.get("scope") or "")
+        if not granted:
+            raise AuthError(
+                "invalid_scope",
+                f"none of the scopes asked for ({form.get('scope') or 'none'}) can be granted: this server grants "
+                "system-level read scopes (system/Observation.read, system/*.rs, ...)",
+            )
         token = secrets.token_urlsafe(32)
-        self.tokens[token] = {"client_id": client_id, "exp": now + self.token_lifetime_s, "uses": 0}
-        scope = form.get("scope") or "system/*.read"
+        self.tokens[token] = {
+            "client_id": client_id,
+            "exp": now + self.token_lifetime_s,
+            "uses": 0,
+            "types": {t for t, _ in granted},
+        }
         return {
             "access_token": token,
             "token_type": "bearer",
             "expires_in": self.token_lifetime_s,
-            "scope": scope,
+            "scope": " ".join(text for _, text in granted),
         }
 
-    def check(self, authorization: str | None) -> str | None:
-        """Client id for a valid bearer token, else None. Counts uses for the expiring-token fault."""
+    def check(self, authorization: str | None) -> dict | None:
+        """The grant (client_id, types) of a valid bearer token, else None. Counts uses for the
+        expiring-token fault."""
         if not authorization or not authorization.lower().startswith("bearer "):
             return None
         info = self.tokens.get(authorization[7:].strip())
@@ -145,4 +149,22 @@ class TokenIssuer:
         info["uses"] += 1
         if self.max_uses is not None and info["uses"] > self.max_uses:
             return None
-        return info["client_id"]
+        return info
+
+
+SCOPE = re.compile(r"system/(\*|[A-Z][A-Za-z]{1,63})\.(read|[cruds]+)")
+
+
+def granted_scopes(requested: str) -> list[tuple[str, str]]:
+    """The read scopes among those asked for, as (type or *, scope text): SMART v1 `.read`, v2 `.r`, `.s`
+    or `.rs`. Write scopes, patient/user scopes and anything unknown are not granted."""
+    granted = []
+    for text in requested.split():
+        m = SCOPE.fullmatch(text)
+        if m and (m.group(2) == "read" or set(m.group(2)) <= {"r", "s"}):
+            granted.append((m.group(1), text))
+    return granted
+
+
+def allows(grant: dict, resource_type: str) -> bool:
+    return "*" in grant["types"] or resource_type in grant["types"]

@@ -58,8 +58,11 @@ def _line(rec: Record, k: int, tz: ZoneInfo) -> bytes:
     return orjson.dumps(out) + b"\n"
 
 
-def emit(rec: Record, as_of: datetime, tz: ZoneInfo, files: dict, deleted, counts: dict) -> None:
-    """Write what the EHR holds for this resource at `as_of`, with its export mess."""
+def emit(
+    rec: Record, as_of: datetime, tz: ZoneInfo, files: dict, deleted, counts: dict, file_mess: bool = False
+) -> None:
+    """Write what the EHR holds for this resource at `as_of`; with `file_mess`, the format mess of a badly
+    made export file too (the previous version beside the current one, a truncated copy, a repeated line)."""
     visible = [k for k, (lu, _) in enumerate(rec.versions) if lu <= as_of]
     if not visible:
         return
@@ -77,16 +80,16 @@ def emit(rec: Record, as_of: datetime, tz: ZoneInfo, files: dict, deleted, count
         return
     f = files[rec.rtype]
     latest = visible[-1]
-    if rec.both_versions and latest > 0:
+    if file_mess and rec.both_versions and latest > 0:
         f.write(_line(rec, latest - 1, tz))
         counts[rec.rtype] += 1
     line = _line(rec, latest, tz)
-    if rec.malformed_copy:
+    if file_mess and rec.malformed_copy:
         f.write(line[: max(20, len(line) * 3 // 5)].rstrip(b"\n") + b"\n")
         counts[rec.rtype] += 1
     f.write(line)
     counts[rec.rtype] += 1
-    if rec.duplicate_line:
+    if file_mess and rec.duplicate_line:
         f.write(line)
         counts[rec.rtype] += 1
 
@@ -107,7 +110,7 @@ def generate(cfg: GeneratorConfig, out: Path, progress: Callable[[int, int], Non
     try:
         with open(tmp / DELETED_FILE, "wb") as deleted, open(tmp / "truth" / "courses.ndjson", "wb") as truth:
             for rec in practitioner_records():
-                emit(rec, as_of, tz, files, deleted, counts)
+                emit(rec, as_of, tz, files, deleted, counts, cfg.file_mess)
             total = 0
             while enrollment_day(total, cfg) <= cfg.as_of_day:
                 total += 1
@@ -117,7 +120,7 @@ def generate(cfg: GeneratorConfig, out: Path, progress: Callable[[int, int], Non
                     continue
                 n_patients += 1
                 for rec in sim.records:
-                    emit(rec, as_of, tz, files, deleted, counts)
+                    emit(rec, as_of, tz, files, deleted, counts, cfg.file_mess)
                 for row in sim.truth:
                     if row["first_infusion_day"] <= cfg.as_of_day.isoformat():
                         truth.write(orjson.dumps(row) + b"\n")

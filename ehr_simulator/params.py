@@ -175,6 +175,8 @@ class GeneratorConfig:
     clinic_tz: str = "America/Los_Angeles"
     params: ClinicParams = field(default_factory=ClinicParams)
     mess: MessRates = field(default_factory=MessRates)
+    # malformed, duplicate and superseded lines in the files (for `--from-dir` loads; a server never sends them)
+    file_mess: bool = False
 
     @property
     def as_of_day(self) -> date:
@@ -192,6 +194,7 @@ class GeneratorConfig:
             "clinic_tz": self.clinic_tz,
             "params": self.params.to_json(),
             "mess": dataclasses.asdict(self.mess),
+            "file_mess": self.file_mess,
         }
 
     @classmethod
@@ -205,4 +208,5 @@ class GeneratorConfig:
             clinic_tz=d["clinic_tz"],
             params=ClinicParams(**d["params"]),
             mess=MessRates(**d["mess"]),
+            file_mess=d.get("file_mess", False),
         )

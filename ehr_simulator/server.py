@@ -11,6 +11,7 @@ import asyncio
 import re
 import secrets
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -22,11 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ehr_simulator.auth import AuthError, TokenIssuer
+from ehr_simulator.auth import AuthError, TokenIssuer, allows
 
 GROUP_ID = "ketamine-clinic"
 PATIENT_REF = re.compile(rb'"(?:subject|patient)":\{"reference":"(?:[^"]*/)?Patient/([^"]+)"')
-LAST_UPDATED = re.compile(rb'"lastUpdated":"([^"]+)"')
 FHIR_JSON = "application/fhir+json"
 
 
@@ -92,34 +92,38 @@ class Index:
         patients: list[str] = []
         for out in manifest["output"]:
             rtype = out["type"]
-            lst: list[Entry] = []
+            # The folder is the EHR's store (it may hold superseded versions and, with --file-mess, broken
+            # lines); what the server serves is the current version of each resource, valid JSON only.
+            newest: dict[str, tuple[tuple, Entry]] = {}
             offset = 0
             with open(data_dir / out["url"], "rb") as f:
                 for line in f:
-                    lu = pat = code = None
+                    start, offset = offset, offset + len(line)
                     try:
                         res = orjson.loads(line)
+                        rid = res["id"]
                         lu = parse_instant(res["meta"]["lastUpdated"])
-                        if rtype == "Patient":
-                            pat = res["id"]
-                            patients.append(pat)
-                        else:
-                            m = PATIENT_REF.search(line)
-                            pat = m.group(1).decode() if m else None
+                        if res["resourceType"] != rtype or not isinstance(rid, str) or not line.endswith(b"\n"):
+                            continue
+                        version = res["meta"].get("versionId", "")
+                        rank = (lu, int(version) if str(version).isdigit() else -1)
+                        pat = rid if rtype == "Patient" else None
+                        if pat is None and (m := PATIENT_REF.search(line)):
+                            pat = m.group(1).decode()
+                        code = None
                         if rtype == "Observation":
                             c = res["code"]["coding"][0]
                             code = f"{c.get('system', '')}|{c.get('code', '')}"
-                    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError):
-                        m = LAST_UPDATED.search(line)
-                        if m:
-                            try:
-                                lu = parse_instant(m.group(1).decode())
-                            except ValueError:
-                                lu = None
-                    if pat is not None:
-                        by_patient.setdefault(pat, {}).setdefault(rtype, []).append(len(lst))
-                    lst.append(Entry(offset, len(line), lu, pat, code))
-                    offset += len(line)
+                    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError, AttributeError):
+                        continue
+                    if rid not in newest or rank > newest[rid][0]:
+                        newest[rid] = (rank, Entry(start, len(line), lu, pat, code))
+            lst = sorted((e for _, e in newest.values()), key=lambda e: e.offset)
+            for i, e in enumerate(lst):
+                if rtype == "Patient":
+                    patients.append(e.patient)
+                if e.patient is not None:
+                    by_patient.setdefault(e.patient, {}).setdefault(rtype, []).append(i)
             entries[rtype] = lst
         deleted_path = data_dir / "_ehr" / "deleted.ndjson"
         deleted = [orjson.loads(x) for x in deleted_path.read_bytes().splitlines()] if deleted_path.exists() else []
@@ -145,6 +149,8 @@ class Job:
     ready_at: float
     outputs: list[dict]  # {type, name, entries: list[Entry]}
     deleted: list[dict]
+    client_id: str = ""
+    elements: dict[str, set[str]] | None = None  # per type (or "*"): the elements kept (_elements)
     polls: int = 0
     downloads: dict[str, int] = field(default_factory=dict)
 
@@ -171,15 +177,33 @@ class EHR:
             self.index = Index.build(self.data_dir)
 
     # --- helpers --------------------------------------------------------------------------------
-    def authorized(self, request: Request) -> Response | None:
-        if self.issuer.check(request.headers.get("authorization")) is None:
+    def authorized(self, request: Request, *types: str) -> dict | Response:
+        """The token's grant, or the response refusing the request (no valid token, or a type not granted)."""
+        grant = self.issuer.check(request.headers.get("authorization"))
+        if grant is None:
             return outcome(
                 401,
                 "login",
                 "missing, invalid or expired bearer token: re-authenticate",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        return None
+        refused = [t for t in types if not allows(grant, t)]
+        if refused:
+            return outcome(403, "forbidden", f"the token's scopes do not cover {', '.join(refused)}")
+        return grant
+
+    def own_job(self, request: Request) -> tuple[Job | None, Response | None]:
+        """The job named in the path if the caller's token belongs to the client that started it; another
+        client's job is answered exactly like one that does not exist."""
+        grant = self.authorized(request)
+        if isinstance(grant, Response):
+            return None, grant
+        job_id = request.path_params["job"]
+        job = self.jobs.get(job_id)
+        if job is None or job.client_id != grant["client_id"]:
+            gone = job_id in self.deleted_jobs and job is None
+            return None, outcome(404, "not-found", "export job was deleted" if gone else "no such export job")
+        return job, None
 
     # --- SMART ----------------------------------------------------------------------------------
     async def smart_configuration(self, request: Request) -> Response:
@@ -204,7 +228,7 @@ class EHR:
         try:
             return JSONResponse(self.issuer.exchange(form, token_url))
         except AuthError as e:
-            status = 400 if e.error in ("invalid_request", "unsupported_grant_type") else 401
+            status = 400 if e.error in ("invalid_request", "unsupported_grant_type", "invalid_scope") else 401
             return JSONResponse({"error": e.error, "error_description": e.description}, status_code=status)
 
     async def metadata(self, request: Request) -> Response:
@@ -228,43 +252,70 @@ class EHR:
 
     # --- Bulk Data ------------------------------------------------------------------------------
     async def export(self, request: Request) -> Response:
-        if (resp := self.authorized(request)) is not None:
-            return resp
+        grant = self.authorized(request)
+        if isinstance(grant, Response):
+            return grant
         self.kickoffs += 1
         if self.faults.unavailable and self.kickoffs % 2 == 1:
             return outcome(503, "transient", "export service busy; retry", headers={"Retry-After": "1"})
-        if "respond-async" not in request.headers.get("prefer", ""):
+        prefer = [p.strip() for p in request.headers.get("prefer", "").split(",")]
+        if "respond-async" not in prefer:
             return outcome(400, "invalid", "Prefer: respond-async is required")
-        params = dict(request.query_params)
+        lenient = "handling=lenient" in prefer
+        params: list[tuple[str, str]] = list(request.query_params.multi_items())
         if request.method == "POST":
             try:
                 body = orjson.loads(await request.body() or b"{}")
                 for p in body.get("parameter", []):
-                    params[p["name"]] = next(v for k, v in p.items() if k.startswith("value"))
+                    params.append((p["name"], next(v for k, v in p.items() if k.startswith("value"))))
             except (orjson.JSONDecodeError, StopIteration, KeyError, AttributeError, TypeError):
                 return outcome(400, "invalid", "POST body must be a Parameters resource")
+        known = {"_type", "_since", "_outputFormat", "_typeFilter", "_elements"}
+        unsupported = sorted({k for k, _ in params} - known)
+        if unsupported and not lenient:
+            return outcome(400, "not-supported", f"parameter(s) not supported: {', '.join(unsupported)}")
+        single = {k: v for k, v in params if k not in ("_typeFilter", "_type")}
         group = request.path_params.get("group")
         if group is not None and group != GROUP_ID:
             return outcome(404, "not-found", f"Group/{group} not found")
-        fmt = params.get("_outputFormat", "application/fhir+ndjson")
+        fmt = single.get("_outputFormat", "application/fhir+ndjson")
         if fmt not in ("application/fhir+ndjson", "application/ndjson", "ndjson"):
             return outcome(400, "not-supported", f"_outputFormat {fmt} not supported")
         self.maybe_reload()
         index = self.index
-        types = [t for t in params.get("_type", "").split(",") if t] or list(index.entries)
-        unknown = [t for t in types if t not in index.entries]
+        patient_level = group is not None or request.url.path.endswith("/Patient/$export")
+        available = [t for t in index.entries if not (patient_level and t == "Practitioner")]
+        asked = [t for v in (v for k, v in params if k == "_type") for t in v.split(",") if t]
+        types = list(dict.fromkeys(asked)) or [t for t in available if allows(grant, t)]
+        unknown = [t for t in types if t not in available]
         if unknown:
-            return outcome(400, "not-supported", f"_type not available: {', '.join(unknown)}")
+            # the reference server's wording: clients must say which type they drop
+            return outcome(
+                400, "not-supported", f'The requested resource type "{unknown[0]}" is not available on this server'
+            )
+        refused = [t for t in types if not allows(grant, t)]
+        if refused:
+            return outcome(403, "forbidden", f"the token's scopes do not cover {', '.join(refused)}")
+        filters, problem = _type_filters([v for k, v in params if k == "_typeFilter"], types)
+        if problem and not lenient:
+            return outcome(400, "not-supported", problem)
+        elements, problem = _elements(single.get("_elements"), types)
+        if problem and not lenient:
+            return outcome(400, "invalid", problem)
         since = None
-        if params.get("_since"):
+        if single.get("_since"):
             try:
-                since = parse_instant(params["_since"])
+                since = parse_instant(single["_since"])
             except ValueError as e:
                 return outcome(400, "invalid", f"_since must be a FHIR instant with offset: {e}")
         outputs = []
         for t in types:
+            codes = filters.get(t)
             chosen = [
-                e for e in index.entries[t] if since is None or (e.last_updated is not None and e.last_updated > since)
+                e
+                for e in index.entries[t]
+                if (since is None or (e.last_updated is not None and e.last_updated > since))
+                and (codes is None or (e.code is not None and (e.code in codes or e.code.split("|")[1] in codes)))
             ]
             for k in range(0, len(chosen), self.max_lines_per_file):
                 part = chosen[k : k + self.max_lines_per_file]
@@ -281,22 +332,21 @@ class EHR:
             time.time() + (3.0 if self.faults.slow else 0.3),
             outputs,
             deleted,
+            grant["client_id"],
+            elements,
         )
         self.jobs[job.id] = job
         base = str(request.base_url).rstrip("/")
         return Response(status_code=202, headers={"Content-Location": f"{base}/_jobs/{job.id}"})
 
     async def job_status(self, request: Request) -> Response:
-        job = self.jobs.get(request.path_params["job"])
-        if job is None:
-            gone = request.path_params["job"] in self.deleted_jobs
-            return outcome(404, "not-found", "export job was deleted" if gone else "no such export job")
+        job, refused = self.own_job(request)
+        if refused is not None:
+            return refused
         if request.method == "DELETE":
             del self.jobs[job.id]
             self.deleted_jobs.add(job.id)
             return Response(status_code=202)
-        if (resp := self.authorized(request)) is not None:
-            return resp
         job.polls += 1
         if self.faults.unavailable and job.polls == 1:
             return outcome(503, "transient", "status temporarily unavailable; retry", headers={"Retry-After": "1"})
@@ -327,12 +377,11 @@ class EHR:
         return JSONResponse(manifest)
 
     async def download(self, request: Request) -> Response:
-        if (resp := self.authorized(request)) is not None:
-            return resp
-        job = self.jobs.get(request.path_params["job"])
+        job, refused = self.own_job(request)
+        if refused is not None:
+            return refused
         name = request.path_params["name"]
-        if job is None:
-            return outcome(404, "not-found", "no such export job")
+        gzipped = "gzip" in request.headers.get("accept-encoding", "").lower()
         if name == "deleted.ndjson":
             lines = b"".join(
                 orjson.dumps(
@@ -345,38 +394,44 @@ class EHR:
                 + b"\n"
                 for d in job.deleted
             )
-            return Response(lines, media_type="application/fhir+ndjson")
+            return _ndjson_response(iter([lines]), gzipped, len(lines), len(lines))
         out = next((o for o in job.outputs if o["name"] == name), None)
         if out is None:
             return outcome(404, "not-found", f"no file {name} in this export")
         job.downloads[name] = job.downloads.get(name, 0) + 1
-        total = sum(e.length for e in out["entries"])
-        limit = total // 2 if self.faults.truncate and job.downloads[name] == 1 else total
         path = self.index.file(out["type"])
         entries = out["entries"]
+        keep = None if job.elements is None else job.elements.get(out["type"], job.elements.get("*"))
+        total = sum(e.length for e in entries)
 
-        async def body():
-            sent = 0
+        def body():
             with open(path, "rb") as f:
                 for start, length in _runs(entries):
                     f.seek(start)
+                    if keep is not None:  # _elements: each line rewritten
+                        for line in f.read(length).splitlines():
+                            yield _subset(line, keep)
+                        continue
                     while length > 0:
                         chunk = f.read(min(length, 1 << 20))
                         if not chunk:
                             return
-                        if sent + len(chunk) > limit:
-                            yield chunk[: limit - sent]
-                            return  # connection ends short of Content-Length: a truncated download
-                        sent += len(chunk)
                         length -= len(chunk)
                         yield chunk
-                        await asyncio.sleep(0)
 
-        return StreamingResponse(body(), media_type="application/fhir+ndjson", headers={"Content-Length": str(total)})
+        if keep is not None:
+            chunks = list(body())
+            total = sum(len(c) for c in chunks)
+            source = iter(chunks)
+        else:
+            source = body()
+        # the truncate fault: the first download of a file ends halfway
+        limit = total // 2 if self.faults.truncate and job.downloads[name] == 1 else total
+        return _ndjson_response(source, gzipped, total, limit)
 
     # --- search ---------------------------------------------------------------------------------
     async def group(self, request: Request) -> Response:
-        if (resp := self.authorized(request)) is not None:
+        if isinstance(resp := self.authorized(request, "Group"), Response):
             return resp
         if request.path_params["group"] != GROUP_ID:
             return outcome(404, "not-found", f"Group/{request.path_params['group']} not found")
@@ -395,9 +450,9 @@ class EHR:
         )
 
     async def search(self, request: Request) -> Response:
-        if (resp := self.authorized(request)) is not None:
-            return resp
         rtype = request.path_params["rtype"]
+        if isinstance(resp := self.authorized(request, rtype), Response):
+            return resp
         q = request.query_params
         self.search_calls += 1
         if self.faults.rate_limit and self.search_calls % 5 == 1:
@@ -493,6 +548,76 @@ class EHR:
         return JSONResponse(asdict(self.faults))
 
 
+def _ndjson_response(chunks, gzipped: bool, total: int, limit: int) -> Response:
+    """NDJSON bytes as a stream, gzip-encoded when the client accepts it; `limit` < `total` cuts it short
+    (identity: the connection ends before Content-Length; gzip: the stream ends without its trailer)."""
+
+    async def body():
+        sent = 0
+        compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if gzipped else None
+        for chunk in chunks:
+            cut = sent + len(chunk) > limit
+            piece = chunk[: limit - sent] if cut else chunk
+            sent += len(piece)
+            yield compressor.compress(piece) if compressor else piece
+            if cut:
+                return
+            await asyncio.sleep(0)
+        if compressor:
+            yield compressor.flush()
+
+    if gzipped:
+        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+    else:
+        headers = {"Content-Length": str(total)}
+    return StreamingResponse(body(), media_type="application/fhir+ndjson", headers=headers)
+
+
+def _type_filters(values: list[str], types: list[str]) -> tuple[dict[str, set[str]], str | None]:
+    """`_typeFilter` queries as the codes kept per type (only `Observation?code=...` is supported; filters
+    on one type are OR-ed); the problem with the first unsupported one, if any."""
+    codes: dict[str, set[str]] = {}
+    for value in values:
+        rtype, _, query = value.partition("?")
+        m = re.fullmatch(r"code=([^&]+)", query)
+        if rtype != "Observation" or m is None:
+            return {}, f"_typeFilter {value!r} not supported (only Observation?code=...)"
+        if rtype in types:
+            codes.setdefault(rtype, set()).update(c for c in m.group(1).split(",") if c)
+    return codes, None
+
+
+MANDATORY_ELEMENTS = {"resourceType", "id", "meta"}
+
+
+def _elements(value: str | None, types: list[str]) -> tuple[dict[str, set[str]] | None, str | None]:
+    """`_elements` (`status,code` or `Observation.status`) as the top-level elements kept per type."""
+    if not value:
+        return None, None
+    kept: dict[str, set[str]] = {}
+    for item in (v.strip() for v in value.split(",")):
+        rtype, dot, element = item.rpartition(".")
+        if not re.fullmatch(r"[a-z][A-Za-z0-9]*", element) or (dot and rtype not in types):
+            return None, f"_elements entry {item!r} is not an element of the exported types"
+        kept.setdefault(rtype if dot else "*", set(MANDATORY_ELEMENTS)).add(element)
+    if "*" in kept:
+        for t in kept:
+            kept[t] |= kept["*"]
+    return kept, None
+
+
+def _subset(line: bytes, keep: set[str]) -> bytes:
+    res = orjson.loads(line)
+    out = {k: v for k, v in res.items() if k in keep}
+    meta = dict(out.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), {"system": SUBSETTED[0], "code": SUBSETTED[1]}]
+    out["meta"] = meta
+    return orjson.dumps(out) + b"\n"
+
+
+SUBSETTED = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED")
+
+
 def _runs(entries: list[Entry]):
     """Coalesce entries into contiguous (offset, length) byte ranges."""
     start = length = None
@@ -524,6 +649,7 @@ def create_app(data_dir: Path, faults: Faults | None = None, max_lines_per_file:
         Route("/auth/token", ehr.token, methods=["POST"]),
         Route("/metadata", ehr.metadata),
         Route("/$export", ehr.export, methods=["GET", "POST"]),
+        Route("/Patient/$export", ehr.export, methods=["GET", "POST"]),
         Route("/Group/{group}/$export", ehr.export, methods=["GET", "POST"]),
         Route("/Group/{group}", ehr.group),
         Route("/_jobs/{job}", ehr.job_status, methods=["GET", "DELETE"]),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from ingestion.landing import (
 )
 
 DEFAULT_TYPES = ("Patient", "Condition", "CarePlan", "MedicationAdministration", "Observation", "Procedure")
+REJECTION_STATUSES = (400, 403, 404, 422)
 
 
 @dataclass
@@ -50,12 +53,14 @@ class BulkExporter:
         log: Callable[[str], None] = print,
         poll_timeout_s: float = 3600,
         download_attempts: int = 5,
+        type_filters: tuple[str, ...] = (),
     ) -> None:
         self.client = client
         self.root = landing_root
         self.group_id = group_id
         self.source = source
         self.types = types
+        self.type_filters = type_filters
         self.log = log
         self.poll_timeout_s = poll_timeout_s
         self.download_attempts = download_attempts
@@ -82,18 +87,20 @@ class BulkExporter:
             if manifest is None:
                 raise ExtractError("the EHR lost a fresh export job; retry later")
         write_json_atomic(job_dir / "manifest.json", manifest)
+        # the IG: files are fetched with the token only when the manifest says so
+        with_token = manifest.get("requiresAccessToken") is not False
         files, counts = [], {}
         for k, out in enumerate(manifest.get("output", [])):
-            rel = f"files/{out['type']}-{k + 1:04d}.ndjson"
-            n = self._download(out["url"], job_dir / rel, out.get("count"))
+            rel = f"files/{_safe_name(out['type'])}-{k + 1:04d}.ndjson"
+            n = self._download(out["url"], job_dir / rel, out.get("count"), with_token)
             files.append({"type": out["type"], "path": rel, "count": n})
             counts[out["type"]] = counts.get(out["type"], 0) + n
         deleted = [
-            self._download_aux(o["url"], job_dir / f"files/deleted-{k + 1:04d}.ndjson")
+            self._download_aux(o["url"], job_dir / f"files/deleted-{k + 1:04d}.ndjson", with_token)
             for k, o in enumerate(manifest.get("deleted", []) or [])
         ]
         errors = [
-            self._download_aux(o["url"], job_dir / f"files/error-{k + 1:04d}.ndjson")
+            self._download_aux(o["url"], job_dir / f"files/error-{k + 1:04d}.ndjson", with_token)
             for k, o in enumerate(manifest.get("error", []) or [])
         ]
         write_json_atomic(
@@ -108,6 +115,7 @@ class BulkExporter:
                 "files": files,
                 "deleted": [str(p) for p in deleted],
                 "errors": [str(p) for p in errors],
+                "warnings": job.get("warnings", []),
                 "completed_at": _now(),
             },
         )
@@ -120,12 +128,41 @@ class BulkExporter:
         )
 
     def _kick_off(self, since: str | None) -> Path:
-        params = {"_type": ",".join(self.types)}
-        if since:
-            params["_since"] = since  # verbatim: the EHR's own transactionTime string
-        resp = self.client.request(
-            "GET", f"Group/{self.group_id}/$export", params=params, headers={"Prefer": "respond-async"}, ok=(202,)
-        )
+        types, filters, warnings = list(self.types), list(self.type_filters), []
+        while True:
+            params: list[tuple[str, str]] = [("_type", ",".join(types))]
+            params += [("_typeFilter", f) for f in filters]
+            if since:
+                params.append(("_since", since))  # verbatim: the EHR's own transactionTime string
+            try:
+                resp = self.client.request(
+                    "GET",
+                    f"Group/{self.group_id}/$export",
+                    params=params,
+                    headers={"Prefer": "respond-async"},
+                    ok=(202,),
+                )
+                break
+            except ExtractError as e:
+                if e.status not in REJECTION_STATUSES:
+                    raise
+                # Bulk Data lets a server refuse types (and _typeFilter) it does not support: go on without them
+                rejected = [t for t in types if re.search(rf"\b{t}\b", e.detail)]
+                if filters and "_typeFilter" in e.detail:
+                    warnings.append(f"the EHR does not support _typeFilter ({e.detail}); exported unfiltered")
+                    filters = []
+                elif rejected and len(rejected) < len(types):
+                    warnings.append(f"the EHR refused {', '.join(rejected)} ({e.detail}); exported without it")
+                    types = [t for t in types if t not in rejected]
+                    filters = [f for f in filters if f.split("?")[0] in types]
+                else:
+                    raise ExtractError(
+                        f"{e}. Set OUTCOMES_EXPORT_TYPES to the types the EHR serves (see its CapabilityStatement "
+                        "at [base]/metadata) and check OUTCOMES_GROUP_ID",
+                        e.status,
+                        e.detail,
+                    ) from None
+                self.log(f"  warning: {warnings[-1]}; kicking off again")
         status_url = resp.headers.get("Content-Location")
         if not status_url:
             raise ExtractError("export kick-off returned 202 without Content-Location")
@@ -141,6 +178,8 @@ class BulkExporter:
                 "since": since,
                 "kicked_off_at": _now(),
                 "request": str(resp.request.url),
+                "types": types,
+                "warnings": warnings,
             },
         )
         self.log(f"export {job_dir.name} kicked off" + (f" (_since={since})" if since else " (full)"))
@@ -167,16 +206,17 @@ class BulkExporter:
             f"export {job_dir.name} not ready after {self.poll_timeout_s:.0f}s; rerun to keep waiting for the same job"
         )
 
-    def _download(self, url: str, dest: Path, expected: int | None) -> int:
-        """Stream one file to disk; verify it is whole (Content-Length and line count), else retry."""
+    def _download(self, url: str, dest: Path, expected: int | None, with_token: bool = True) -> int:
+        """Stream one file to disk, decoding gzip as it arrives; verify it is whole (Content-Length of the
+        bytes received, a complete gzip stream, the line count of the decoded text), else retry."""
         if dest.exists():  # finished before a crash
             return _count_lines(dest)
         part = dest.with_suffix(dest.suffix + ".part")
         for attempt in range(self.download_attempts):
             problem = None
             try:
-                with self.client.stream(url) as r:
-                    if r.status_code == 401 and self.client.auth is not None:
+                with self.client.stream(url, with_token=with_token) as r:
+                    if r.status_code == 401 and with_token and self.client.auth is not None:
                         self.client.auth.invalidate()
                         self.client.reauths += 1
                         problem = "401 (token expired)"
@@ -186,16 +226,7 @@ class BulkExporter:
                             raise ExtractError(f"download {url} failed: {r.status_code} {outcome_text(r)}")
                         problem = f"{r.status_code} {outcome_text(r)}"
                     else:
-                        size = 0
-                        with open(part, "wb") as f:
-                            for chunk in r.iter_raw(1 << 20):
-                                f.write(chunk)
-                                size += len(chunk)
-                            f.flush()
-                            os.fsync(f.fileno())
-                        declared = r.headers.get("Content-Length")
-                        if declared is not None and int(declared) != size:
-                            problem = f"truncated: {size} of {declared} bytes"
+                        problem = _write_decoded(r, part)
             except httpx.TransportError as e:
                 problem = f"{type(e).__name__}: {e}"
             if problem is None:
@@ -209,16 +240,65 @@ class BulkExporter:
             self.client.retries += 1
             self.log(f"  download {dest.name} incomplete ({problem}); retry {attempt + 1}")
             self.client.sleep(self.client.backoff.delay(attempt))
-        raise ExtractError(f"download {url} kept failing; rerun the extract to resume this export")
+        raise ExtractError(
+            f"download {url} kept failing ({problem}); rerun the extract to resume this export "
+            "(files already downloaded are kept)"
+        )
 
-    def _download_aux(self, url: str, dest: Path) -> Path:
-        self._download(url, dest, None)
+    def _download_aux(self, url: str, dest: Path, with_token: bool = True) -> Path:
+        self._download(url, dest, None, with_token)
         return dest.relative_to(dest.parent.parent)
 
 
+def _safe_name(rtype: str) -> str:
+    """A manifest's type as part of a file name (the type itself is checked when the file is loaded)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", rtype)[:64] or "unknown"
+
+
+def _write_decoded(r: httpx.Response, part: Path) -> str | None:
+    """Write the body to `part`, decoded per Content-Encoding; the problem that makes it incomplete, or None."""
+    encoding = r.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        decoder = zlib.decompressobj()
+    elif encoding in ("identity", ""):
+        decoder = None
+    else:
+        return f"Content-Encoding {encoding!r} not supported (asked for gzip or deflate)"
+    received = 0
+    with open(part, "wb") as f:
+        try:
+            for chunk in r.iter_raw(1 << 20):
+                received += len(chunk)
+                if decoder is None:
+                    f.write(chunk)
+                    continue
+                f.write(decoder.decompress(chunk))
+                while decoder.eof and decoder.unused_data:  # a gzip file may hold several members
+                    rest = decoder.unused_data
+                    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    f.write(decoder.decompress(rest))
+            if decoder:
+                f.write(decoder.flush())
+        except zlib.error as e:
+            return f"the {encoding} body does not decode ({e})"
+        f.flush()
+        os.fsync(f.fileno())
+    declared = r.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) != received:
+        return f"truncated: {received} of {declared} bytes"
+    if decoder is not None and not decoder.eof:
+        return f"the {encoding} stream ended early ({received} bytes received)"
+    return None
+
+
 def _count_lines(path: Path) -> int:
+    """NDJSON lines, the last one counted whether or not it ends with a newline."""
     n = 0
+    last = b"\n"
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             n += chunk.count(b"\n")
-    return n
+            last = chunk[-1:]
+    return n + (last != b"\n")

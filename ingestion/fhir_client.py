@@ -21,6 +21,17 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 class ExtractError(RuntimeError):
     """The EHR refused or failed in a way retrying will not fix; the message says what to do."""
 
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    u = httpx.URL(url)
+    return u.scheme, u.host, u.port or {"http": 80, "https": 443}.get(u.scheme)
+
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
     """Parse Retry-After: delta-seconds or an HTTP-date. None when absent or unreadable."""
@@ -76,6 +87,14 @@ class Backoff:
         return self.rng.uniform(0, min(self.cap, self.base * 2**attempt))
 
 
+def default_scope(smart_configuration: dict) -> str:
+    """SMART v2 read scopes (`.rs`) where the server says it implements them, else v1 (`.read`)."""
+    capabilities = smart_configuration.get("capabilities") or []
+    if "permission-v2" in capabilities and "permission-v1" not in capabilities:
+        return "system/*.rs"
+    return "system/*.read"
+
+
 class SmartAuth:
     """SMART Backend Services: a signed JWT assertion (RS384/ES384) exchanged for a bearer token."""
 
@@ -85,27 +104,20 @@ class SmartAuth:
         client_id: str,
         private_key_pem: bytes,
         http: httpx.Client,
-        scope: str = "system/*.read",
+        scope: str | None = None,
         key_id: str | None = None,
     ) -> None:
-        from cryptography.hazmat.primitives.asymmetric import ec, rsa
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+        from ingestion.client_keys import algorithm_of, load_private_key, public_jwk
 
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
         try:
-            self._key = load_pem_private_key(private_key_pem, password=None)
+            self._key = load_private_key(private_key_pem)
+            self.alg = algorithm_of(self._key)
         except ValueError as e:
-            raise ExtractError(
-                f"the client private key is not a readable PEM key ({e}); check "
-                "OUTCOMES_PRIVATE_KEY_PATH / OUTCOMES_PRIVATE_KEY"
-            ) from None
-        if isinstance(self._key, rsa.RSAPrivateKey):
-            self.alg = "RS384"
-        elif isinstance(self._key, ec.EllipticCurvePrivateKey):
-            self.alg = "ES384"
-        else:
-            raise ExtractError("the client key must be RSA (RS384) or EC P-384 (ES384)")
+            raise ExtractError(f"{e}; check OUTCOMES_PRIVATE_KEY_PATH / OUTCOMES_PRIVATE_KEY") from None
+        # servers pick the registered key by `kid`: the JWKS `outcomes keys jwks` prints carries the same one
+        key_id = key_id or public_jwk(private_key_pem)["kid"]
         self.http = http
         self.scope = scope
         self.key_id = key_id
@@ -121,7 +133,16 @@ class SmartAuth:
                 raise ExtractError(
                     f"SMART discovery failed ({r.status_code}) at {self.base_url}: is the EHR URL right?"
                 )
-            self._token_url = r.json()["token_endpoint"]
+            try:
+                config = r.json()
+                self._token_url = config["token_endpoint"]
+            except (ValueError, KeyError, TypeError):
+                raise ExtractError(
+                    f"{self.base_url}/.well-known/smart-configuration names no token_endpoint: is the EHR URL "
+                    "the FHIR base URL, and does the EHR offer SMART Backend Services?"
+                ) from None
+            if self.scope is None:
+                self.scope = default_scope(config)
         return self._token_url
 
     def invalidate(self) -> None:
@@ -132,7 +153,7 @@ class SmartAuth:
             return self._token
         url = self.token_url()
         now = int(time.time())
-        headers = {"kid": self.key_id} if self.key_id else None
+        headers = {"kid": self.key_id, "typ": "JWT"}
         claims = {
             "iss": self.client_id,
             "sub": self.client_id,
@@ -153,8 +174,11 @@ class SmartAuth:
         )
         if r.status_code != 200:
             raise ExtractError(
-                f"token request rejected ({r.status_code}: {outcome_text(r)}); check the client "
-                "id and that its public key is registered with the EHR"
+                f"token request rejected ({r.status_code}: {outcome_text(r)}); check the client id, that the "
+                f"JWKS from `outcomes keys jwks` (kid {self.key_id}) is registered with the EHR for it, and that "
+                f"the scopes asked for ({self.scope}) are granted to the app",
+                r.status_code,
+                outcome_text(r),
             )
         body = r.json()
         self._token = body["access_token"]
@@ -186,25 +210,34 @@ class FhirClient:
         self.retries = 0
         self.reauths = 0
 
-    def _headers(self, extra: dict | None) -> dict:
+    def _headers(self, extra: dict | None, token: bool = True) -> dict:
         h = {"Accept": "application/fhir+json"}
-        if self.auth is not None:
+        if token and self.auth is not None:
             h["Authorization"] = f"Bearer {self.auth.token()}"
         return {**h, **(extra or {})}
 
     def url(self, path_or_url: str) -> str:
         return path_or_url if "://" in path_or_url else f"{self.base_url}/{path_or_url.lstrip('/')}"
 
+    def is_own_origin(self, url: str) -> bool:
+        return origin(url) == origin(self.base_url)
+
     def request(
         self,
         method: str,
         path_or_url: str,
         *,
-        params: dict | None = None,
+        params: dict | list | None = None,
         headers: dict | None = None,
         ok: tuple[int, ...] = (200,),
     ) -> httpx.Response:
         url = self.url(path_or_url)
+        if not self.is_own_origin(url):
+            # a status URL or `next` link elsewhere would receive the bearer token: never follow it
+            raise ExtractError(
+                f"the EHR sent a URL on another origin ({url}); the token is only sent to {self.base_url}'s "
+                "origin. If the EHR really serves from there, set OUTCOMES_EHR_URL to that base URL"
+            )
         last = "no response"
         for attempt in range(self.max_attempts):
             try:
@@ -224,7 +257,8 @@ class FhirClient:
                 last = f"{resp.status_code} {outcome_text(resp)}"
                 self._wait(attempt, retry_after_seconds(resp.headers.get("Retry-After")), f"{method} {url}: {last}")
                 continue
-            raise ExtractError(f"{method} {url} failed: {resp.status_code} {outcome_text(resp)}")
+            detail = outcome_text(resp)
+            raise ExtractError(f"{method} {url} failed: {resp.status_code} {detail}", resp.status_code, detail)
         raise ExtractError(
             f"{method} {url} still failing after {self.max_attempts} attempts ({last}); the EHR "
             "may be down: rerun later (the export resumes where it stopped)"
@@ -237,7 +271,31 @@ class FhirClient:
         self.sleep(delay)
 
     @contextmanager
-    def stream(self, url: str) -> Iterator[httpx.Response]:
-        """GET a download as a stream (auth header included; retries are the caller's, per file)."""
-        with self.http.stream("GET", self.url(url), headers=self._headers({"Accept": "application/fhir+ndjson"})) as r:
-            yield r
+    def stream(self, url: str, with_token: bool = True, max_redirects: int = 5) -> Iterator[httpx.Response]:
+        """GET a download as a stream, body undecoded (retries are the caller's, per file).
+
+        The token goes only to the EHR's own origin, and only when the manifest requires it; redirects are
+        followed here so that none carries it elsewhere (storage on another host gets no Authorization)."""
+        url = self.url(url)
+        if with_token and not self.is_own_origin(url):
+            raise ExtractError(
+                f"the manifest lists {url}, on another origin than {self.base_url}, and says it requires the "
+                "access token; the token is never sent outside the EHR's origin: ask the EHR's administrators"
+            )
+        # no br/zstd: the body is decoded here, as it streams
+        extra = {"Accept": "application/fhir+ndjson", "Accept-Encoding": "gzip, deflate"}
+        for _ in range(max_redirects + 1):
+            token = with_token and self.is_own_origin(url)
+            request = self.http.build_request("GET", url, headers=self._headers(extra, token=token))
+            resp = self.http.send(request, stream=True)
+            location = resp.headers.get("Location")
+            if resp.is_redirect and location:
+                resp.close()
+                url = str(resp.url.join(location))
+                continue
+            try:
+                yield resp
+            finally:
+                resp.close()
+            return
+        raise ExtractError(f"download {url}: more than {max_redirects} redirects")

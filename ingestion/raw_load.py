@@ -70,6 +70,7 @@ class LoadPlan:
     since: str | None
     transaction_time: str | None
     files: list[InputFile]
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -90,7 +91,16 @@ def plan_from_landing(landing: Path) -> LoadPlan:
     files = [InputFile(landing / f["path"], "ndjson", f["type"], f["path"]) for f in d["files"]]
     files += [InputFile(landing / p, "deleted", None, p) for p in d.get("deleted", [])]
     files += [InputFile(landing / p, "errors", None, p) for p in d.get("errors", [])]
-    return LoadPlan(d["export_id"], d["source"], d["mode"], landing, d.get("since"), d.get("transactionTime"), files)
+    return LoadPlan(
+        d["export_id"],
+        d["source"],
+        d["mode"],
+        landing,
+        d.get("since"),
+        d.get("transactionTime"),
+        files,
+        list(d.get("warnings") or []),
+    )
 
 
 def plan_from_directory(folder: Path, source: str | None = None) -> LoadPlan:
@@ -571,7 +581,9 @@ class Loader:
         """The load's row in raw.load_log (replacing an earlier failed attempt's)."""
         self.con.execute("DELETE FROM raw.load_log WHERE load_id = ?", [plan.load_id])
         self.con.execute(
-            "INSERT INTO raw.load_log VALUES (?, ?, ?, ?, ?, ?, ?, try_cast(? AS TIMESTAMPTZ), ?, ?, ?, ?, ?, ?)",
+            """INSERT INTO raw.load_log (load_id, load_seq, source, mode, landing, since, transaction_time,
+                   transaction_at, started_at, finished_at, status, files, export_errors, message, warnings)
+               VALUES (?, ?, ?, ?, ?, ?, ?, try_cast(? AS TIMESTAMPTZ), ?, ?, ?, ?, ?, ?, ?)""",
             [
                 plan.load_id,
                 load_seq,
@@ -587,6 +599,7 @@ class Loader:
                 len(plan.files),
                 export_errors,
                 message,
+                "; ".join(plan.warnings) or None,
             ],
         )
 

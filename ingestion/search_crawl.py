@@ -6,6 +6,7 @@ following `next` links verbatim and keeping one line per id (the newest version 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,15 @@ def _version_key(res: dict) -> tuple:
         _instant(lu) if lu else datetime.min.replace(tzinfo=UTC),
         int(v) if isinstance(v, str) and v.isdigit() else -1,
     )
+
+
+def patient_id(reference: str) -> str | None:
+    """The Patient id in a Group member reference: `Patient/1`, `https://ehr/fhir/Patient/1`,
+    `Patient/1/_history/2` or `urn:uuid:...`; None for any other kind of member."""
+    if reference.startswith("urn:uuid:"):
+        return reference[len("urn:uuid:") :] or None
+    m = re.search(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$", reference)
+    return m.group(1) if m else None
 
 
 class SearchCrawler:
@@ -65,7 +75,11 @@ class SearchCrawler:
             },
         )
         group = self.client.request("GET", f"Group/{self.group_id}").json()
-        patients = [m["entity"]["reference"].split("/")[-1] for m in group.get("member", [])]
+        patients = [
+            pid
+            for m in group.get("member", [])
+            if (pid := patient_id(((m.get("entity") or {}).get("reference")) or "")) is not None
+        ]
         self.log(
             f"crawling {len(patients):,} patients x {len(self.types)} types"
             + (f" updated after {since}" if since else " (full)")

@@ -110,6 +110,8 @@ def ensure_raw_schema(con) -> None:
             load_id VARCHAR PRIMARY KEY, load_seq BIGINT, source VARCHAR, mode VARCHAR, landing VARCHAR,
             since VARCHAR, transaction_time VARCHAR, transaction_at TIMESTAMPTZ, started_at TIMESTAMPTZ,
             finished_at TIMESTAMPTZ, status VARCHAR, files INTEGER, export_errors INTEGER, message VARCHAR)""")
+    # what the extract had to work around (a type the EHR refused, an unsupported _typeFilter)
+    con.execute("ALTER TABLE raw.load_log ADD COLUMN IF NOT EXISTS warnings VARCHAR")
     con.execute("""
         CREATE TABLE IF NOT EXISTS raw.load_counts (
             load_id VARCHAR, resource_type VARCHAR, read BIGINT, loaded BIGINT, duplicate BIGINT,

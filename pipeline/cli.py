@@ -74,7 +74,9 @@ def cmd_ehr_generate(args: argparse.Namespace) -> int:
     else:
         if args.patients is None:
             raise CliError("--patients is required (or --continue-days D to extend an existing clinic)")
-        cfg = GeneratorConfig(patients=args.patients, seed=args.seed if args.seed is not None else 42)
+        cfg = GeneratorConfig(
+            patients=args.patients, seed=args.seed if args.seed is not None else 42, file_mess=args.file_mess
+        )
         if args.no_mess:
             cfg = dataclasses.replace(cfg, mess=MessRates.off())
         manifest = generate(cfg, out, _progress("patients"))
@@ -102,14 +104,63 @@ def cmd_ehr_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ehr_register(args: argparse.Namespace) -> int:
-    from ehr_simulator.auth import register_client
+    """Register a client with the stand-in EHR by its public JWKS, as a clinic registers its app with an EHR."""
+    import json
+
+    from ehr_simulator.auth import register_jwks
+    from pipeline.local_ehr import register_new_client
 
     data = Path(args.data)
     if not data.is_dir():
         raise CliError(f"{data} is not a folder: generate the clinic first")
-    client_id = register_client(data, Path(args.key_out), args.alg, args.client_id)
-    print(f"registered client {client_id} ({args.alg}); private key written to {args.key_out}")
+    if bool(args.jwks) == bool(args.key_out):
+        raise CliError("give either --key-out KEY (a new key pair) or --jwks FILE (from `outcomes keys jwks`)")
+    if args.jwks:
+        try:
+            client_id = register_jwks(data, json.loads(Path(args.jwks).read_text()), args.client_id)
+        except (OSError, ValueError) as e:
+            raise CliError(f"cannot register the JWKS {args.jwks}: {e}") from None
+        print(f"registered client {client_id} with the stand-in EHR (JWKS {args.jwks})")
+        return 0
+    client_id = register_new_client(data, Path(args.key_out), args.alg, args.client_id)
+    print(f"registered client {client_id} ({args.alg}) with the stand-in EHR; private key written to {args.key_out}")
     print(f"  export OUTCOMES_CLIENT_ID={client_id} OUTCOMES_PRIVATE_KEY_PATH={args.key_out}")
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    import json
+
+    from ingestion.client_keys import jwks, new_private_key, write_private_key
+
+    pem = new_private_key(args.alg)
+    try:
+        write_private_key(Path(args.out), pem)
+    except FileExistsError:
+        raise CliError(f"{args.out} exists: keys are never overwritten (move it away, or pick another path)") from None
+    print(json.dumps(jwks(pem, args.kid), indent=2))
+    print(
+        f"private key ({args.alg}) written to {args.out} (mode 0600); register the JWKS above with the EHR and "
+        f"set OUTCOMES_PRIVATE_KEY_PATH={args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_jwks(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from ingestion.client_keys import jwks
+
+    path = args.key or os.environ.get("OUTCOMES_PRIVATE_KEY_PATH")
+    pem = Path(path).read_bytes() if path else os.environ.get("OUTCOMES_PRIVATE_KEY", "").encode()
+    if not pem:
+        raise CliError("no key: pass --key PATH or set OUTCOMES_PRIVATE_KEY_PATH / OUTCOMES_PRIVATE_KEY")
+    try:
+        print(json.dumps(jwks(pem, args.kid or os.environ.get("OUTCOMES_CLIENT_KID") or None), indent=2))
+    except ValueError as e:
+        raise CliError(str(e)) from None
     return 0
 
 
@@ -144,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="extend the clinic already in --out by D more days (new and amended resources)",
     )
     g.add_argument("--no-mess", action="store_true", help="switch off all real-world EHR mess")
+    g.add_argument(
+        "--file-mess",
+        action="store_true",
+        help="also write the format mess of a bad export file (malformed, duplicate and superseded lines), "
+        "for `outcomes load --from-dir` tests; the server never serves it",
+    )
     g.set_defaults(func=cmd_ehr_generate)
 
     s = ehr_sub.add_parser(
@@ -174,10 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
         "private key (mode 0600) and register the public key with the stand-in EHR.",
     )
     r.add_argument("--data", required=True, help="the EHR's clinic folder")
-    r.add_argument("--key-out", required=True, help="where to write the private key (PEM)")
+    r.add_argument("--key-out", help="create a key pair: where to write the private key (PEM, mode 0600)")
+    r.add_argument("--jwks", help="register an existing public JWKS instead (from `outcomes keys jwks`)")
     r.add_argument("--alg", choices=("RS384", "ES384"), default="RS384")
     r.add_argument("--client-id", help="client id (default: generated)")
     r.set_defaults(func=cmd_ehr_register)
+
+    keys = sub.add_parser(
+        "keys",
+        help="the client's signing key and the public JWKS to register with the EHR",
+        description="SMART Backend Services keys. EHRs register a backend app by its public JWKS and pick "
+        "the key by `kid` (here the key's RFC 7638 thumbprint unless OUTCOMES_CLIENT_KID says otherwise).",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", required=True)
+    kn = keys_sub.add_parser("new", help="create a private key and print its public JWKS")
+    kn.add_argument("--out", required=True, help="where to write the private key (PEM, mode 0600; never overwritten)")
+    kn.add_argument("--alg", choices=("RS384", "ES384"), default="RS384")
+    kn.add_argument("--kid", help="key id (default: the RFC 7638 thumbprint)")
+    kn.set_defaults(func=cmd_keys_new)
+    kj = keys_sub.add_parser("jwks", help="print the public JWKS of a private key")
+    kj.add_argument("--key", help="private key PEM (default: OUTCOMES_PRIVATE_KEY_PATH or OUTCOMES_PRIVATE_KEY)")
+    kj.add_argument("--kid", help="key id (default: OUTCOMES_CLIENT_KID, else the RFC 7638 thumbprint)")
+    kj.set_defaults(func=cmd_keys_jwks)
 
     from pipeline import commands
 

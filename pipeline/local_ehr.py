@@ -28,9 +28,19 @@ def ensure_clinic(ehr_dir: Path, patients: int, seed: int, log=print) -> None:
     generate(GeneratorConfig(patients=patients, seed=seed), ehr_dir)
 
 
+def register_new_client(ehr_dir: Path, key_out: Path, alg: str = "RS384", client_id: str | None = None) -> str:
+    """A new client key (as `outcomes keys new` makes one), registered with the stand-in by its public JWKS."""
+    from ehr_simulator.auth import register_jwks
+    from ingestion.client_keys import jwks, new_private_key, write_private_key
+
+    pem = new_private_key(alg)
+    write_private_key(key_out, pem, overwrite=True)
+    return register_jwks(ehr_dir, jwks(pem), client_id)
+
+
 def ensure_client(ehr_dir: Path, secrets_dir: Path, log=print) -> tuple[str, Path]:
     """A registered client key for the local EHR (kept beside the warehouse, git-ignored, mode 0600)."""
-    from ehr_simulator.auth import load_clients, register_client
+    from ehr_simulator.auth import load_clients
 
     key = secrets_dir / "ehr_client.pem"
     meta = secrets_dir / "ehr_client.json"
@@ -38,7 +48,7 @@ def ensure_client(ehr_dir: Path, secrets_dir: Path, log=print) -> tuple[str, Pat
         client_id = json.loads(meta.read_text())["client_id"]
         if client_id in load_clients(ehr_dir):
             return client_id, key
-    client_id = register_client(ehr_dir, key, "RS384")
+    client_id = register_new_client(ehr_dir, key, "RS384")
     meta.write_text(json.dumps({"client_id": client_id}) + "\n")
     log(f"registered demo client {client_id} with the local EHR (key {key})")
     return client_id, key

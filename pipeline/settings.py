@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_PREFIX = "OUTCOMES_"
+DEFAULT_EXPORT_TYPES = ("Patient", "Condition", "CarePlan", "MedicationAdministration", "Observation", "Procedure")
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,11 @@ class Settings:
     client_id: str | None = None
     private_key_path: Path | None = None
     private_key_pem: str | None = field(default=None, repr=False)
+    client_kid: str | None = None  # default: the key's RFC 7638 thumbprint, as `outcomes keys jwks` prints it
+    scopes: str | None = None  # default: system/*.read, or system/*.rs where the EHR advertises permission-v2
     group_id: str = "ketamine-clinic"
+    export_types: tuple[str, ...] = DEFAULT_EXPORT_TYPES
+    type_filters: tuple[str, ...] = ()
     extract_mode: str = "bulk"  # bulk | search
     source_name: str = "ehr"
     warehouse: Path = Path("data/warehouse.duckdb")
@@ -40,7 +45,12 @@ class Settings:
             "client_id": get("CLIENT_ID"),
             "private_key_path": Path(p) if (p := get("PRIVATE_KEY_PATH")) else None,
             "private_key_pem": get("PRIVATE_KEY"),
+            "client_kid": get("CLIENT_KID"),
+            "scopes": get("SCOPES"),
             "group_id": get("GROUP_ID") or cls.group_id,
+            "export_types": _names(get("EXPORT_TYPES")) or DEFAULT_EXPORT_TYPES,
+            # several filters are separated by `;` (a filter's own code list uses commas)
+            "type_filters": tuple(f.strip() for f in (get("TYPE_FILTERS") or "").split(";") if f.strip()),
             "extract_mode": get("EXTRACT_MODE") or cls.extract_mode,
             "source_name": get("SOURCE_NAME") or cls.source_name,
             "warehouse": Path(get("WAREHOUSE") or cls.warehouse),
@@ -54,8 +64,18 @@ class Settings:
         return cls(**values).validated()
 
     def validated(self) -> Settings:
+        import re
+
         if self.extract_mode not in ("bulk", "search"):
             raise ValueError(f"extract mode must be 'bulk' or 'search', not {self.extract_mode!r}")
+        bad = [t for t in self.export_types if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", t)]
+        if bad or not self.export_types:
+            raise ValueError(
+                f"OUTCOMES_EXPORT_TYPES must be FHIR resource type names separated by commas, got {bad or 'none'}"
+            )
+        bad = [f for f in self.type_filters if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}\?.+", f)]
+        if bad:
+            raise ValueError(f"OUTCOMES_TYPE_FILTERS entries look like Observation?code=..., got {bad}")
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         try:
@@ -81,3 +101,7 @@ class Settings:
                     f"cannot read the client private key at {self.private_key_path}: {e.strerror}"
                 ) from None
         raise ValueError("no client private key: set OUTCOMES_PRIVATE_KEY_PATH (a PEM file) or OUTCOMES_PRIVATE_KEY")
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(t.strip() for t in (value or "").split(",") if t.strip()))

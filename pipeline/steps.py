@@ -59,12 +59,21 @@ def extract(settings: Settings, full: bool = False, log: Log = print) -> Extract
     try:
         auth = None
         if settings.client_id:
-            auth = SmartAuth(settings.ehr_url, settings.client_id, settings.private_key(), http)
+            auth = SmartAuth(
+                settings.ehr_url,
+                settings.client_id,
+                settings.private_key(),
+                http,
+                scope=settings.scopes,
+                key_id=settings.client_kid,
+            )
         client = FhirClient(settings.ehr_url, auth, http, log=log)
+        common = {"types": settings.export_types, "log": log}
+        landing, group, source = Path(settings.landing), settings.group_id, settings.source_name
         if settings.extract_mode == "bulk":
-            runner = BulkExporter(client, Path(settings.landing), settings.group_id, settings.source_name, log=log)
+            runner = BulkExporter(client, landing, group, source, type_filters=settings.type_filters, **common)
         else:
-            runner = SearchCrawler(client, Path(settings.landing), settings.group_id, settings.source_name, log=log)
+            runner = SearchCrawler(client, landing, group, source, **common)
         r = runner.run(since)
     finally:
         http.close()

@@ -41,6 +41,7 @@ def free_port() -> int:
 
 class EHRProcess:
     def __init__(self, data: Path, faults: str = "", max_lines_per_file: int = 100_000) -> None:
+        self.data = data
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -125,13 +126,13 @@ def ehr(small_clinic, client_keys):
 
 @pytest.fixture(scope="session")
 def clinic_warehouse(tmp_path_factory) -> tuple[Path, Path]:
-    """A 2,000-patient clinic (with EHR mess) refreshed from files: real load, gates, dbt build, dashboards."""
+    """A 2,000-patient clinic (with EHR mess, file mess included) refreshed from files: real load, gates, dbt build, dashboards."""
     from ehr_simulator.generate import generate
     from ehr_simulator.params import GeneratorConfig
 
     root = tmp_path_factory.mktemp("warehouse")
     ehr = root / "ehr"
-    generate(GeneratorConfig(patients=2000, seed=314), ehr)
+    generate(GeneratorConfig(patients=2000, seed=314, file_mess=True), ehr)
     wh = root / "warehouse.duckdb"
     proc = outcomes("refresh", "--from-dir", str(ehr), "--warehouse", str(wh))
     assert "dbt build:" in proc.stdout and "quality: passed" in proc.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import zlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
@@ -21,29 +22,37 @@ def token_url(ehr) -> str:
     return httpx.get(f"{ehr.base}/.well-known/smart-configuration").json()["token_endpoint"]
 
 
-def assertion(client_id: str, key, alg: str, aud: str, exp_in: int = 240, jti: str | None = None) -> str:
+def assertion(
+    client_id: str, key, alg: str, aud: str, exp_in: int = 240, jti: str | None = None, kid: str | None = None
+) -> str:
     now = int(time.time())
     claims = {"iss": client_id, "sub": client_id, "aud": aud, "exp": now + exp_in, "jti": jti or str(uuid.uuid4())}
-    return jwt.encode(claims, key, algorithm=alg)
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid} if kid else None)
 
 
-def request_token(ehr, client_keys, alg="RS384", **kw) -> httpx.Response:
+def registered_kid(clinic, client_id: str) -> str:
+    """The kid the stand-in holds for the client (read from its registry, not computed by our client code)."""
+    return json.loads((clinic / "_ehr" / "clients.json").read_text())[client_id]["jwks"]["keys"][0]["kid"]
+
+
+def request_token(ehr, client_keys, alg="RS384", scope="system/*.read", **kw) -> httpx.Response:
     client_id, path = client_keys[alg]
     url = token_url(ehr)
+    kw.setdefault("kid", registered_kid(ehr.data, client_id))
     a = assertion(client_id, path.read_bytes(), alg, kw.pop("aud", url), **kw)
     return httpx.post(
         url,
         data={
             "grant_type": "client_credentials",
-            "scope": "system/*.read",
+            "scope": scope,
             "client_assertion_type": ASSERTION,
             "client_assertion": a,
         },
     )
 
 
-def bearer(ehr, client_keys) -> dict:
-    r = request_token(ehr, client_keys)
+def bearer(ehr, client_keys, alg="RS384", scope="system/*.read") -> dict:
+    r = request_token(ehr, client_keys, alg, scope=scope)
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
@@ -106,10 +115,12 @@ def test_export_round_trip_returns_exactly_the_generated_resources(ehr, client_k
     for rtype, lines in manifest["_files"].items():
         assert lines == (small_clinic / f"{rtype}.ndjson").read_bytes().splitlines(), rtype
     assert sum(o["count"] for o in manifest["output"]) == sum(len(v) for v in manifest["_files"].values())
-    # downloads need the token; DELETE ends the job
+    # downloads need the token; so does DELETE, which ends the job
     first = manifest["output"][0]["url"]
     assert httpx.get(first).status_code == 401
-    assert httpx.delete(manifest["_status"]).status_code == 202
+    assert httpx.delete(manifest["_status"]).status_code == 401
+    assert httpx.get(manifest["_status"], headers=manifest["_headers"]).status_code == 200
+    assert httpx.delete(manifest["_status"], headers=manifest["_headers"]).status_code == 202
     assert httpx.get(manifest["_status"], headers=manifest["_headers"]).status_code == 404
 
 
@@ -212,13 +223,31 @@ def test_fault_expiring_tokens_and_slow_jobs(ehr, client_keys):
 def test_fault_truncated_download_then_complete_retry(ehr, client_keys, small_clinic):
     ehr.set_faults(truncate=True)
     headers = bearer(ehr, client_keys)
-    r = httpx.get(f"{ehr.base}/$export?_type=Patient", headers={**headers, "Prefer": "respond-async"})
-    status = r.headers["Content-Location"]
-    time.sleep(0.5)
-    url = httpx.get(status, headers=headers).json()["output"][0]["url"]
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(url, headers=headers).raise_for_status()
-    assert httpx.get(url, headers=headers).content == (small_clinic / "Patient.ndjson").read_bytes()
+    whole = (small_clinic / "Patient.ndjson").read_bytes()
+
+    def file_url() -> str:
+        r = httpx.get(f"{ehr.base}/$export?_type=Patient", headers={**headers, "Prefer": "respond-async"})
+        time.sleep(0.5)
+        return httpx.get(r.headers["Content-Location"], headers=headers).json()["output"][0]["url"]
+
+    def gzip_download(url: str) -> tuple[bytes, bool]:
+        """The decoded body and whether its gzip stream was complete (raw bytes, decoded here)."""
+        with httpx.stream("GET", url, headers={**headers, "Accept-Encoding": "gzip"}) as r:
+            assert r.status_code == 200 and r.headers["Content-Encoding"] == "gzip"
+            assert "Content-Length" not in r.headers
+            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            body = b"".join(decoder.decompress(c) for c in r.iter_raw()) + decoder.flush()
+            return body, decoder.eof
+
+    url = file_url()
+    identity = {**headers, "Accept-Encoding": "identity"}
+    with pytest.raises(httpx.HTTPError):  # the connection ends before Content-Length
+        httpx.get(url, headers=identity).raise_for_status()
+    assert httpx.get(url, headers=identity).content == whole
+    url = file_url()  # a new job: its first download is cut short again, this time gzip-encoded
+    body, complete = gzip_download(url)
+    assert not complete and len(body) < len(whole) and whole.startswith(body)
+    assert gzip_download(url) == (whole, True)
 
 
 def test_bad_requests_get_operation_outcomes_and_never_crash(ehr, client_keys):

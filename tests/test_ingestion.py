@@ -100,7 +100,7 @@ def env_for(server: EHRProcess, keys: dict, warehouse: Path, alg: str = "RS384",
 @pytest.fixture()
 def clinic(tmp_path) -> Path:
     d = tmp_path / "ehr"
-    generate(GeneratorConfig(patients=50, seed=21), d)
+    generate(GeneratorConfig(patients=50, seed=21, file_mess=True), d)
     return d
 
 
