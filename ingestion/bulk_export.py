@@ -226,7 +226,8 @@ class BulkExporter:
                             raise ExtractError(f"download {url} failed: {r.status_code} {outcome_text(r)}")
                         problem = f"{r.status_code} {outcome_text(r)}"
                     else:
-                        problem = _write_decoded(r, part)
+                        problem, received = _write_decoded(r, part)
+                        encoding = r.headers.get("Content-Encoding", "identity")
             except httpx.TransportError as e:
                 problem = f"{type(e).__name__}: {e}"
             if problem is None:
@@ -234,8 +235,10 @@ class BulkExporter:
                 if expected is not None and n != expected:
                     problem = f"{n} lines where the manifest says {expected}"
                 else:
+                    size = part.stat().st_size
                     os.replace(part, dest)
-                    self.log(f"  downloaded {dest.name}: {n:,} lines")
+                    sent = f"{encoding}, {received:,} received"
+                    self.log(f"  downloaded {dest.name}: {n:,} lines, {size:,} bytes ({sent})")
                     return n
             self.client.retries += 1
             self.log(f"  download {dest.name} incomplete ({problem}); retry {attempt + 1}")
@@ -255,8 +258,9 @@ def _safe_name(rtype: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", rtype)[:64] or "unknown"
 
 
-def _write_decoded(r: httpx.Response, part: Path) -> str | None:
-    """Write the body to `part`, decoded per Content-Encoding; the problem that makes it incomplete, or None."""
+def _write_decoded(r: httpx.Response, part: Path) -> tuple[str | None, int]:
+    """Write the body to `part`, decoded per Content-Encoding: the problem that makes it incomplete (or None)
+    and the bytes received."""
     encoding = r.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("gzip", "x-gzip"):
         decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -265,7 +269,7 @@ def _write_decoded(r: httpx.Response, part: Path) -> str | None:
     elif encoding in ("identity", ""):
         decoder = None
     else:
-        return f"Content-Encoding {encoding!r} not supported (asked for gzip or deflate)"
+        return f"Content-Encoding {encoding!r} not supported (asked for gzip or deflate)", 0
     received = 0
     with open(part, "wb") as f:
         try:
@@ -282,15 +286,15 @@ def _write_decoded(r: httpx.Response, part: Path) -> str | None:
             if decoder:
                 f.write(decoder.flush())
         except zlib.error as e:
-            return f"the {encoding} body does not decode ({e})"
+            return f"the {encoding} body does not decode ({e})", received
         f.flush()
         os.fsync(f.fileno())
     declared = r.headers.get("Content-Length")
     if declared is not None and declared.isdigit() and int(declared) != received:
-        return f"truncated: {received} of {declared} bytes"
+        return f"truncated: {received} of {declared} bytes", received
     if decoder is not None and not decoder.eof:
-        return f"the {encoding} stream ended early ({received} bytes received)"
-    return None
+        return f"the {encoding} stream ended early ({received} bytes received)", received
+    return None, received
 
 
 def _count_lines(path: Path) -> int:
