@@ -57,9 +57,9 @@ def bearer(ehr, client_keys, alg="RS384", scope="system/*.read") -> dict:
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
-def run_export(ehr, client_keys, params: dict | None = None, group: bool = True) -> dict:
+def run_export(ehr, client_keys, params: dict | None = None, group: bool = True, path: str | None = None) -> dict:
     headers = bearer(ehr, client_keys)
-    url = f"{ehr.base}/Group/ketamine-clinic/$export" if group else f"{ehr.base}/$export"
+    url = f"{ehr.base}/{path or ('Group/ketamine-clinic/$export' if group else '$export')}"
     r = httpx.get(
         url, params=params or {}, headers={**headers, "Prefer": "respond-async", "Accept": "application/fhir+json"}
     )
@@ -281,3 +281,154 @@ def test_cli_rejects_bad_arguments(tmp_path):
         proc = outcomes(*args, check=False)
         assert proc.returncode != 0 and "error" in proc.stderr.lower(), args
         assert "Traceback" not in proc.stderr
+
+
+def test_the_assertion_must_name_a_registered_key_by_kid(ehr, client_keys):
+    r = request_token(ehr, client_keys, kid="")  # no kid header at all
+    assert r.status_code == 401 and "kid" in r.json()["error_description"]
+    r = request_token(ehr, client_keys, kid="not-a-registered-kid")
+    assert r.status_code == 401 and "not-a-registered-kid" in r.json()["error_description"]
+    # the ES384 client's kid with the RS384 client's id and key: no such key for this client
+    r = request_token(ehr, client_keys, kid=registered_kid(ehr.data, client_keys["ES384"][0]))
+    assert r.status_code == 401
+    assert request_token(ehr, client_keys).status_code == 200
+
+
+def test_read_scopes_only_and_enforced(ehr, client_keys):
+    r = request_token(ehr, client_keys, scope="system/*.write system/Observation.cud")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_scope"
+    r = request_token(ehr, client_keys, scope="system/Observation.rs system/Patient.write patient/*.read")
+    assert r.status_code == 200 and r.json()["scope"] == "system/Observation.rs"
+    headers = {"Authorization": f"Bearer {r.json()['access_token']}", "Prefer": "respond-async"}
+    assert httpx.get(f"{ehr.base}/$export?_type=Observation", headers=headers).status_code == 202
+    r = httpx.get(f"{ehr.base}/$export?_type=Observation,Patient", headers=headers)
+    assert r.status_code == 403 and "Patient" in r.json()["issue"][0]["diagnostics"]
+    assert httpx.get(f"{ehr.base}/Group/ketamine-clinic", headers=headers).status_code == 403
+
+
+def test_a_job_belongs_to_the_client_that_started_it(ehr, client_keys):
+    manifest = run_export(ehr, client_keys, {"_type": "Patient"})
+    other = bearer(ehr, client_keys, "ES384")
+    status, first = manifest["_status"], manifest["output"][0]["url"]
+    for method, url in (("GET", status), ("GET", first), ("DELETE", status)):
+        r = httpx.request(method, url, headers=other)
+        assert r.status_code == 404, (method, url)  # as if it did not exist: nothing about it leaks
+    assert httpx.get(first, headers=manifest["_headers"]).status_code == 200
+    assert httpx.delete(status, headers=manifest["_headers"]).status_code == 202
+
+
+def test_bulk_output_is_the_current_valid_version_of_each_resource(tmp_path):
+    """From a store with superseded versions, broken and repeated lines, the export sends one valid line per id."""
+    from ehr_simulator.generate import generate
+    from ehr_simulator.params import GeneratorConfig
+
+    store = tmp_path / "ehr"
+    generate(GeneratorConfig(patients=40, seed=11, file_mess=True), store)
+    key = tmp_path / "k.pem"
+    outcomes("ehr", "register-client", "--data", str(store), "--key-out", str(key), "--client-id", "c1")
+    raw = (store / "Observation.ndjson").read_bytes().splitlines()
+    newest: dict[str, tuple] = {}
+    broken = 0
+    for line in raw:
+        try:
+            o = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            broken += 1
+            continue
+        rank = (datetime.fromisoformat(o["meta"]["lastUpdated"].replace("Z", "+00:00")), int(o["meta"]["versionId"]))
+        if o["id"] not in newest or rank > newest[o["id"]][0]:
+            newest[o["id"]] = (rank, line)
+    assert broken and len(raw) > len(newest) + broken  # the store does hold the mess
+    from conftest import EHRProcess
+
+    server = EHRProcess(store)
+    try:
+        m = run_export(server, {"RS384": ("c1", key)}, {"_type": "Observation"})
+    finally:
+        server.stop()
+    lines = m["_files"]["Observation"]
+    assert sorted(lines) == sorted(line for _, line in newest.values())
+
+
+def test_type_filter_elements_and_patient_export(ehr, client_keys, small_clinic):
+    code = "https://ketamine-outcomes.org/fhir/CodeSystem/instrument|madrs-total"
+    m = run_export(ehr, client_keys, {"_type": "Observation", "_typeFilter": f"Observation?code={code}"})
+    got = [orjson.loads(x) for x in m["_files"]["Observation"]]
+    expected = [
+        o
+        for o in (orjson.loads(x) for x in (small_clinic / "Observation.ndjson").read_bytes().splitlines())
+        if o["code"]["coding"][0]["code"] == "madrs-total"
+    ]
+    assert got and sorted(o["id"] for o in got) == sorted(o["id"] for o in expected)
+    m = run_export(ehr, client_keys, {"_type": "Observation", "_elements": "status,Observation.code"})
+    sample = orjson.loads(m["_files"]["Observation"][0])
+    assert set(sample) == {"resourceType", "id", "meta", "status", "code"}
+    assert any(t["code"] == "SUBSETTED" for t in sample["meta"]["tag"])
+    headers = {**bearer(ehr, client_keys), "Prefer": "respond-async"}
+    r = httpx.get(f"{ehr.base}/$export", params={"_typeFilter": "Patient?gender=female"}, headers=headers)
+    assert r.status_code == 400 and "_typeFilter" in r.json()["issue"][0]["diagnostics"]
+    lenient = {**headers, "Prefer": "respond-async, handling=lenient"}
+    r = httpx.get(f"{ehr.base}/$export", params={"_typeFilter": "Patient?gender=female"}, headers=lenient)
+    assert r.status_code == 202
+    # Patient-level export: the patients' compartments, so no Practitioner; the system-level one has them
+    patient_level = run_export(ehr, client_keys, path="Patient/$export")
+    assert "Patient" in patient_level["_files"] and "Practitioner" not in patient_level["_files"]
+    assert "Practitioner" in run_export(ehr, client_keys, group=False)["_files"]
+
+
+def test_extract_drops_a_type_the_stand_in_does_not_hold_and_logs_why(ehr, client_keys, tmp_path):
+    client_id, key = client_keys["RS384"]
+    env = {
+        "OUTCOMES_EHR_URL": ehr.base,
+        "OUTCOMES_CLIENT_ID": client_id,
+        "OUTCOMES_PRIVATE_KEY_PATH": str(key),
+        "OUTCOMES_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+        "OUTCOMES_EXPORT_TYPES": "Patient,Encounter,Observation",
+    }
+    out = outcomes("extract", env=env).stdout
+    assert "refused Encounter" in out
+    outcomes("load", env=env)
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    try:
+        (warnings,) = con.execute("SELECT warnings FROM raw.load_log WHERE status = 'committed'").fetchall()[0]
+        types = {r[0] for r in con.execute("SELECT resource_type FROM raw.load_counts").fetchall()}
+    finally:
+        con.close()
+    assert "Encounter" in warnings and types == {"Patient", "Observation"}
+    # a kid the EHR does not know: the extract stops and says what to register
+    proc = outcomes("extract", check=False, env={**env, "OUTCOMES_CLIENT_KID": "rotated-away"})
+    assert proc.returncode != 0 and "outcomes keys jwks" in proc.stderr and "rotated-away" in proc.stderr
+
+
+def test_keys_cli_prints_a_jwks_the_ehr_registers(tmp_path, small_clinic):
+    key = tmp_path / "clinic.pem"
+    proc = outcomes("keys", "new", "--out", str(key), "--alg", "ES384")
+    jwks = json.loads(proc.stdout)
+    (k,) = jwks["keys"]
+    assert k["kty"] == "EC" and k["alg"] == "ES384" and k["use"] == "sig" and k["kid"] and "d" not in k
+    assert key.stat().st_mode & 0o777 == 0o600
+    again = outcomes("keys", "new", "--out", str(key), check=False)
+    assert again.returncode != 0 and "never overwritten" in again.stderr
+    printed = outcomes("keys", "jwks", "--key", str(key)).stdout
+    assert json.loads(printed) == jwks
+    (tmp_path / "jwks.json").write_text(printed)
+    outcomes(
+        "ehr",
+        "register-client",
+        "--data",
+        str(small_clinic),
+        "--jwks",
+        str(tmp_path / "jwks.json"),
+        "--client-id",
+        "from-jwks",
+    )
+    assert registered_kid(small_clinic, "from-jwks") == k["kid"]
+    private = json.loads(printed)
+    private["keys"][0]["d"] = "secret"
+    (tmp_path / "bad.json").write_text(json.dumps(private))
+    bad = outcomes(
+        "ehr", "register-client", "--data", str(small_clinic), "--jwks", str(tmp_path / "bad.json"), check=False
+    )
+    assert bad.returncode != 0 and "private key material" in bad.stderr
