@@ -1,7 +1,8 @@
 """What the DAG needs from Airflow, kept out of the DAG file: settings at run time and the failure alert.
 
 Settings come from the Airflow connection `outcomes_ehr` (host = FHIR base URL, login = client id,
-extra = {"private_key_path": ..., "group_id": ..., "extract_mode": ...}) when it exists, then from
+extra = {"private_key_path", "group_id", "extract_mode", "client_kid", "scopes", "export_types" (a list or a
+comma string), "type_filters" (a list)}) when it exists, then from
 Airflow variables `outcomes_warehouse` / `outcomes_clinic_tz`, then from OUTCOMES_* environment
 variables. Nothing here runs when the DAG file is parsed.
 """
@@ -14,6 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.settings import Settings
+
+
+def _names(value) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(t.strip() for t in items if t.strip()) or None
+
 
 CONNECTION_ID = "outcomes_ehr"
 
@@ -33,6 +42,10 @@ def settings_from_airflow() -> Settings:
                 private_key_pem=conn.password or None,
                 group_id=extra.get("group_id"),
                 extract_mode=extra.get("extract_mode"),
+                client_kid=extra.get("client_kid"),
+                scopes=extra.get("scopes"),
+                export_types=_names(extra.get("export_types")),
+                type_filters=tuple(extra["type_filters"]) if extra.get("type_filters") else None,
             )
         except Exception:  # noqa: BLE001 - no connection defined: the environment decides
             pass
