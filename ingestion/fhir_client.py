@@ -50,16 +50,23 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 
 
 def outcome_text(resp: httpx.Response) -> str:
-    """The diagnostics of an OperationOutcome body, else the start of the body."""
+    """The diagnostics of an OperationOutcome body, else the start of the body as one line of text."""
     try:
         body = resp.json()
         issues = body.get("issue", []) if isinstance(body, dict) else []
-        text = "; ".join(i.get("diagnostics") or i.get("code", "") for i in issues)
+        text = "; ".join(i.get("diagnostics") or i.get("code", "") for i in issues if isinstance(i, dict))
         if not text and isinstance(body, dict) and "error" in body:
             text = f"{body['error']}: {body.get('error_description', '')}"
-        return text or resp.text[:200]
+        return text or _one_line(resp.text)
     except ValueError:
-        return resp.text[:200]
+        return _one_line(resp.text)
+
+
+def _one_line(text: str) -> str:
+    """An error page's text without its markup, on one line (an HTML 404 page would otherwise fill the log)."""
+    import re
+
+    return " ".join(re.sub(r"<[^>]*>", " ", text).split())[:200]
 
 
 def is_transient(resp: httpx.Response) -> bool:

@@ -137,6 +137,8 @@ def test_full_then_incremental_matches_the_ehr(clinic, keys, tmp_path, mode, alg
         outcomes("ehr", "generate", "--continue-days", "20", "--out", str(clinic))
         second = extract_and_load(env)
         assert "incremental since" in second
+        if mode == "bulk":  # both nights' files came gzip-encoded and were decoded as they streamed
+            assert "(gzip," in first and "(gzip," in second and "(identity," not in first + second
         assert warehouse_current(wh) == expected_current(clinic)
     finally:
         server.stop()
