@@ -54,6 +54,13 @@ def kick_off_to(ehr: ScriptedServer, status_url: str) -> None:
     ehr.route("GET", "/fhir/Group/clinic/$export", Reply(202, headers={"Content-Location": status_url}))
 
 
+def export_ready(ehr: ScriptedServer, output: list[dict]) -> None:
+    """An export whose manifest lists `output` and requires the token for its files."""
+    kick_off_to(ehr, f"{ehr.base}/fhir/status/1")
+    manifest = {"transactionTime": "2026-11-30T23:00:00Z", "requiresAccessToken": True, "output": output}
+    ehr.route("GET", "/fhir/status/1", Reply(body=manifest))
+
+
 def extract(ehr: ScriptedServer, key, tmp_path, mode: str = "bulk", **env):
     return outcomes(
         "extract",
@@ -142,19 +149,8 @@ def test_status_url_on_another_origin_never_gets_the_token(servers, key, tmp_pat
 
 def test_files_that_need_the_token_on_another_origin_are_refused(servers, key, tmp_path):
     ehr, elsewhere = servers
-    kick_off_to(ehr, f"{ehr.base}/fhir/status/1")
     elsewhere.route("GET", "/f.ndjson", Reply(body=_line("Patient", "p1")))
-    ehr.route(
-        "GET",
-        "/fhir/status/1",
-        Reply(
-            body={
-                "transactionTime": "2026-11-30T23:00:00Z",
-                "requiresAccessToken": True,
-                "output": [{"type": "Patient", "url": f"{elsewhere.base}/f.ndjson"}],
-            }
-        ),
-    )
+    export_ready(ehr, [{"type": "Patient", "url": f"{elsewhere.base}/f.ndjson"}])
     proc = extract(ehr, key, tmp_path)
     assert proc.returncode != 0 and "never sent outside the EHR's origin" in proc.stderr
     assert not elsewhere.authorized()
@@ -162,20 +158,9 @@ def test_files_that_need_the_token_on_another_origin_are_refused(servers, key, t
 
 def test_a_redirect_to_storage_elsewhere_drops_the_token(servers, key, tmp_path):
     ehr, storage = servers
-    kick_off_to(ehr, f"{ehr.base}/fhir/status/1")
     storage.route("GET", "/signed/f.ndjson", Reply(body=_line("Patient", "p1") + _line("Patient", "p2")))
     ehr.route("GET", "/fhir/files/f.ndjson", Reply(307, headers={"Location": f"{storage.base}/signed/f.ndjson"}))
-    ehr.route(
-        "GET",
-        "/fhir/status/1",
-        Reply(
-            body={
-                "transactionTime": "2026-11-30T23:00:00Z",
-                "requiresAccessToken": True,
-                "output": [{"type": "Patient", "url": f"{ehr.base}/fhir/files/f.ndjson", "count": 2}],
-            }
-        ),
-    )
+    export_ready(ehr, [{"type": "Patient", "url": f"{ehr.base}/fhir/files/f.ndjson", "count": 2}])
     proc = extract(ehr, key, tmp_path)
     assert proc.returncode == 0, proc.stderr
     first_hop = next(s for s in ehr.seen if s.path == "/fhir/files/f.ndjson")
