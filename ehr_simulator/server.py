@@ -477,13 +477,15 @@ class EHR:
             self.maybe_reload()
             if rtype not in self.index.entries:
                 return outcome(404, "not-supported", f"resource type {rtype} not available")
-            allowed = {"patient", "subject", "code", "_lastUpdated", "_count"}
+            # as in FHIR R4: a Patient is searched by _id, other resources by their patient (or subject)
+            scope = {"_id"} if rtype == "Patient" else {"patient", "subject"}
+            allowed = scope | {"code", "_lastUpdated", "_count"}
             bad = [k for k in q if k not in allowed]
             if bad:
-                return outcome(400, "not-supported", f"search parameter(s) not supported: {', '.join(bad)}")
-            pat = q.get("patient") or q.get("subject")
+                return outcome(400, "not-supported", f"search parameter(s) not supported on {rtype}: {', '.join(bad)}")
+            pat = next((q[k] for k in sorted(scope) if q.get(k)), None)
             if not pat:
-                return outcome(400, "invalid", "patient-scoped search: the patient parameter is required")
+                return outcome(400, "invalid", f"patient-scoped search: {' or '.join(sorted(scope))} is required")
             pat = pat.split("/")[-1]
             entries = self.index.entries[rtype]
             idx = self.index.by_patient.get(pat, {}).get(rtype, [])

@@ -90,7 +90,8 @@ class SearchCrawler:
         try:
             for n, pid in enumerate(patients, 1):
                 for rtype in self.types:
-                    params = {"patient": pid, "_count": str(self.page_size)}
+                    # a Patient is found by its own id; everything else by the patient it belongs to
+                    params = {"_id" if rtype == "Patient" else "patient": pid, "_count": str(self.page_size)}
                     if since:
                         params["_lastUpdated"] = f"gt{since}"
                     kept: dict[str, dict] = {}

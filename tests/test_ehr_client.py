@@ -216,6 +216,8 @@ def test_search_follows_members_in_every_reference_form_and_never_a_link_elsewhe
     ehr.route("GET", "/fhir/Observation", observations)
     proc = extract(ehr, key, tmp_path, mode="search")
     assert searched == ["9f1c2d3e-0000-4000-8000-000000000001", "p2", "p3"]
+    patients = [s.query for s in ehr.seen if s.path == "/fhir/Patient"]
+    assert patients and all("_id" in q and "patient" not in q for q in patients)  # Patient has no `patient` param
     assert proc.returncode != 0 and "another origin" in proc.stderr
     assert not elsewhere.seen
 
