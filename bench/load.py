@@ -48,7 +48,8 @@ def storage_floor(clinic: str, warehouse: str) -> int:
     """What the load cannot go below on this machine: the same lines read the same way and stored the same
     way (the versions table, batch by batch, committed), with no classification, dedupe or quarantine.
     Batches of one row group, so that, like the product's inserts, they never leave a partial group."""
-    from ingestion.raw_load import LOAD_MEMORY_LIMIT, ROW_GROUP_ROWS, _ndjson_batches, as_arrow
+    from ingestion.line_reader import as_arrow, ndjson_batches
+    from ingestion.raw_load import LOAD_MEMORY_LIMIT, ROW_GROUP_ROWS
     from ingestion.warehouse import connect, ensure_raw_schema
 
     con = connect(Path(warehouse))
@@ -56,7 +57,7 @@ def storage_floor(clinic: str, warehouse: str) -> int:
     con.execute(f"SET memory_limit = '{LOAD_MEMORY_LIMIT}'")
     n = 0
     for f in sorted(Path(clinic).glob("*.ndjson")):
-        for batch in _ndjson_batches(f, ROW_GROUP_ROWS):
+        for batch in ndjson_batches(f, ROW_GROUP_ROWS):
             con.register("batch", as_arrow(batch))  # as the product does
             con.execute("BEGIN TRANSACTION")
             con.execute("""

@@ -14,25 +14,22 @@ writing the previous one (a writer thread on a second cursor).
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 
-from ingestion.landing import DESCRIPTOR, read_json
+from ingestion.classify import CLASSIFY_SQL, fresh_versions_sql, insert_versions_sql
+from ingestion.line_reader import as_arrow, bundle_batches, ndjson_batches, read_ahead
+from ingestion.load_log import record_failure, start_load, transaction, write_log
+from ingestion.load_plan import InputFile, LoadPlan, plan_from_directory, plan_from_landing
 from ingestion.warehouse import (
-    COMMITTED,
-    FINAL_STATUSES,
     KNOWN_TYPES,
-    OBSERVATION_STATUSES,
+    duckdb_settings,
     ensure_raw_schema,
     ensure_type_tables,
-    landed_tables,
     memory_limit,
     size_in_bytes,
     table_stem,
@@ -48,29 +45,6 @@ EVERY_LINE = 2**62  # a cutoff past any line number: the batch is taken whole
 # narrow dedupe columns. A buffer pool larger than this would only cache written blocks (RSS growing with
 # the export up to the connection's limit), so the load runs with the smaller of the two.
 LOAD_MEMORY_LIMIT = "256MB"
-# A frame handed to DuckDB in one Arrow chunk is scanned by one thread; in chunks this size both cores
-# classify it (measured at 10k patients: classification 2.3 s -> 1.3 s).
-SCAN_CHUNK_ROWS = 16_384
-
-
-@dataclass
-class InputFile:
-    path: Path
-    kind: str  # ndjson | bundle | deleted | errors
-    declared_type: str | None
-    name: str  # as recorded in quarantine (relative to the load's folder)
-
-
-@dataclass
-class LoadPlan:
-    load_id: str
-    source: str
-    mode: str
-    folder: Path
-    since: str | None
-    transaction_time: str | None
-    files: list[InputFile]
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -80,367 +54,11 @@ class LoadResult:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     tombstones: int = 0
     export_errors: int = 0
+    pending_errors: list[tuple] = field(default_factory=list, repr=False)  # written when the load commits
 
     def totals(self) -> dict[str, int]:
         keys = ("read", "loaded", "duplicate", "quarantined")
         return {k: sum(c[k] for c in self.counts.values()) for k in keys}
-
-
-def plan_from_landing(landing: Path) -> LoadPlan:
-    d = read_json(landing / DESCRIPTOR)
-    files = [InputFile(landing / f["path"], "ndjson", f["type"], f["path"]) for f in d["files"]]
-    files += [InputFile(landing / p, "deleted", None, p) for p in d.get("deleted", [])]
-    files += [InputFile(landing / p, "errors", None, p) for p in d.get("errors", [])]
-    return LoadPlan(
-        d["export_id"],
-        d["source"],
-        d["mode"],
-        landing,
-        d.get("since"),
-        d.get("transactionTime"),
-        files,
-        list(d.get("warnings") or []),
-    )
-
-
-def plan_from_directory(folder: Path, source: str | None = None) -> LoadPlan:
-    """NDJSON files (plain or .gz; bulk-export output with or without its manifest, whose deleted[] and
-    error[] are applied and recorded as in an extract's landing) or Bundle JSON files."""
-    import hashlib
-
-    folder = folder.resolve()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder of FHIR files")
-    files: list[InputFile] = []
-    manifest = folder / "manifest.json"
-    transaction_time = None
-    if manifest.exists():
-        m = read_json(manifest)
-        transaction_time = m.get("transactionTime")
-        # a downloaded export keeps the manifest's entries as files beside it (by name when the url is remote)
-        for key, kind in (("output", "ndjson"), ("deleted", "deleted"), ("error", "errors")):
-            for o in m.get(key) or []:
-                url = o["url"].split("/")[-1] if "://" in o["url"] else o["url"]
-                files.append(InputFile(folder / url, kind, o.get("type") if kind == "ndjson" else None, url))
-        if any(f.kind == "deleted" for f in files) and not transaction_time:
-            raise ValueError(f"{manifest} lists deleted[] but no transactionTime to date the deletions")
-    else:
-        for p in sorted(folder.rglob("*")):
-            if not p.is_file() or p.name.startswith("."):
-                continue
-            rel = str(p.relative_to(folder))
-            if p.name.endswith((".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")):
-                files.append(InputFile(p, "ndjson", _type_from_name(p.name), rel))
-            elif p.name.endswith(".json"):
-                files.append(InputFile(p, "bundle", None, rel))
-    if not files:
-        raise FileNotFoundError(f"{folder} holds no .ndjson(.gz) or Bundle .json files")
-    digest = hashlib.sha256()
-    for f in files:
-        st = f.path.stat()
-        digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return LoadPlan(
-        f"dir-{digest.hexdigest()[:16]}", source or f"dir:{folder}", "files", folder, None, transaction_time, files
-    )
-
-
-def _type_from_name(name: str) -> str | None:
-    """Observation.ndjson, Observation-0001.ndjson.gz, Observation.000.ndjson -> Observation."""
-    m = re.match(r"([A-Z][A-Za-z]+)(?:[-_.]|$)", name)
-    return m.group(1) if m else None
-
-
-# --- reading ------------------------------------------------------------------------------------------
-# Batches are polars frames (line_number, line, fallback): `line` is the UTF-8 text, or null with the text
-# decoded with replacement characters in `fallback` (kept for quarantine). A file is read in blocks of whole
-# lines; polars' CSV reader (one column, no quoting, no header) splits a block into lines in Rust on all
-# cores. A block it cannot split exactly as Python would -- invalid UTF-8, a stray carriage return, the
-# column separator, a byte-order mark -- is split line by line in Python instead; both give the same frame.
-# Under glibc's largest mmap threshold (32 MiB), so the block buffers come from the heap and are reused: with
-# 32 MiB blocks every buffer was a fresh mmap (10k patients: 940k page faults in a load, 790k with 16 MiB;
-# the load ~7% faster in alternating runs).
-READ_BLOCK_BYTES = 16 * 2**20
-_SEPARATOR = b"\x1f"  # never in valid JSON text (raw control characters must be escaped there)
-_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes: a line of only these is blank
-
-
-def _frame(numbers: list[int], lines: list[str | None], fallback: list[str | None]):
-    import polars as pl
-
-    return pl.DataFrame(
-        {
-            "line_number": pl.Series(numbers, dtype=pl.Int64),
-            "line": pl.Series(lines, dtype=pl.String),
-            "fallback": pl.Series(fallback, dtype=pl.String),
-        }
-    )
-
-
-def _scan_chunks(frame):
-    """The frame in SCAN_CHUNK_ROWS-row chunks (zero-copy slices of one contiguous frame)."""
-    import polars as pl
-
-    frame = frame.rechunk()
-    if frame.height <= SCAN_CHUNK_ROWS:
-        return frame
-    return pl.concat([frame.slice(i, SCAN_CHUNK_ROWS) for i in range(0, frame.height, SCAN_CHUNK_ROWS)], rechunk=False)
-
-
-def as_arrow(frame):
-    """The frame as Arrow string views, zero-copy, for DuckDB to scan: registered as a polars frame it is
-    converted to Arrow's older large_string layout, a copy of every line (~0.06 s a batch)."""
-    import polars as pl
-
-    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
-
-
-def _line_blocks(path: Path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """(block of whole lines, number of its first line); only the file's last block may lack a final newline."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    first = 1
-    with opener(path, "rb") as f:
-        while block := f.read(block_bytes):
-            if not block.endswith(b"\n"):
-                block += f.readline()  # the rest of the last line (of a line longer than a block, too)
-            yield block, first
-            first += block.count(b"\n")
-
-
-def _lines_in_python(block: bytes, first: int):
-    numbers: list[int] = []
-    lines: list[str | None] = []
-    fallback: list[str | None] = []
-    for n, raw in enumerate(block.split(b"\n"), first):
-        raw = raw.rstrip(b"\r\n")
-        if not raw.strip():
-            continue  # blank lines are not records (nor is the empty text after a final newline)
-        try:
-            lines.append(raw.decode("utf-8"))
-            fallback.append(None)
-        except UnicodeDecodeError:
-            lines.append(None)
-            fallback.append(raw.decode("utf-8", "replace"))
-        numbers.append(n)
-    return _frame(numbers, lines, fallback)
-
-
-def _lines_in_polars(block: bytes, first: int):
-    """The block's lines, or None when polars would not split it exactly as _lines_in_python does."""
-    import io
-
-    import polars as pl
-
-    if (
-        _SEPARATOR in block
-        or block.startswith(b"\xef\xbb\xbf")  # polars drops a leading BOM; Python keeps it in the line
-        or (b"\r" in block and block.count(b"\r") != block.count(b"\r\n"))  # a CR not ending a line
-    ):
-        return None
-    try:
-        frame = pl.read_csv(
-            io.BytesIO(block),
-            has_header=False,
-            separator=_SEPARATOR.decode(),
-            quote_char=None,
-            schema={"line": pl.String},
-        )
-    except pl.exceptions.PolarsError:  # invalid UTF-8 (or anything else polars cannot read as one column)
-        return None
-    frame = frame.with_row_index("line_number", offset=first).select(
-        pl.col("line_number").cast(pl.Int64), "line", fallback=pl.lit(None, dtype=pl.String)
-    )
-    # blank lines come back null (empty) or as text; only a line not starting with '{' needs a closer look
-    suspects = frame.filter(pl.col("line").is_null() | ~pl.col("line").str.starts_with("{"))
-    blank = suspects.filter(pl.col("line").is_null() | (pl.col("line").str.strip_chars(_ASCII_WHITESPACE) == ""))
-    if blank.height:
-        frame = frame.filter(~pl.col("line_number").is_in(blank["line_number"].implode()))
-    return frame
-
-
-def _ndjson_batches(path: Path, batch_lines: int, block_bytes: int = READ_BLOCK_BYTES) -> Iterator:
-    """Frames of `batch_lines` non-blank lines (the last one of a file shorter)."""
-    import polars as pl
-
-    pending: list = []
-    held = 0
-    for block, first in _line_blocks(path, block_bytes):
-        frame = _lines_in_polars(block, first)
-        if frame is None:
-            frame = _lines_in_python(block, first)
-        pending.append(frame)
-        held += frame.height
-        while held >= batch_lines:
-            lines = pl.concat(pending, rechunk=False)
-            yield _scan_chunks(lines.slice(0, batch_lines))
-            pending, held = [lines.slice(batch_lines)], held - batch_lines
-    if held:
-        yield _scan_chunks(pl.concat(pending, rechunk=False))
-
-
-def _read_ahead(batches: Iterator) -> Iterator:
-    """Read the next batch on a thread while DuckDB works on this one (DuckDB releases the GIL, and its
-    insert compresses a row group on one core). One batch ahead at most; a reading error is raised here,
-    in the loading thread, and a consumer that stops early stops the reader."""
-    import queue
-    import threading
-
-    handoff: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    done = object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for batch in batches:
-                if not put(("batch", batch)):
-                    return
-            put(("done", done))
-        except BaseException as e:  # noqa: BLE001 - handed to the loading thread
-            put(("error", e))
-
-    reader = threading.Thread(target=read, name="raw-load-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            kind, item = handoff.get()
-            if kind == "error":
-                raise item
-            if kind == "done":
-                return
-            yield item
-    finally:
-        stop.set()
-        reader.join()
-
-
-def _bundle_batches(path: Path) -> Iterator:
-    raw = path.read_bytes()
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        yield _frame([1], [raw.decode("utf-8", "replace")], [None])  # quarantined as malformed JSON
-        return
-    if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
-        entries = doc.get("entry") or []
-        resources = [e.get("resource") if isinstance(e, dict) else None for e in entries]
-        yield _scan_chunks(
-            _frame(
-                list(range(1, len(resources) + 1)),
-                [orjson.dumps(r).decode() if r is not None else "null" for r in resources],
-                [None] * len(resources),
-            )
-        )
-    else:
-        yield _frame([1], [raw.decode("utf-8", "replace")], [None])
-
-
-# --- SQL ---------------------------------------------------------------------------------------------
-_PATHS = [
-    "$.resourceType",
-    "$.id",
-    "$.meta.versionId",
-    "$.meta.lastUpdated",
-    "$.status",
-    "$.valueInteger",
-    "$.valueQuantity.value",
-    "$.valueString",
-]
-_OBS_STATUSES = ", ".join(f"'{s}'" for s in OBSERVATION_STATUSES)
-_FINAL = ", ".join(f"'{s}'" for s in FINAL_STATUSES)
-
-CLASSIFY_SQL = f"""
-CREATE OR REPLACE TEMP TABLE classified AS
-WITH parsed AS (
-    -- json_valid guards the extraction (cheaper than try(), which goes through an exception per bad row)
-    SELECT file, line_number, line, fallback, declared_type,
-           CASE WHEN line IS NOT NULL AND json_valid(line) THEN json_extract_string(line, {_PATHS!r}) END AS f
-    FROM batch
-), fields AS (
-    SELECT file, line_number, line, fallback, declared_type, f IS NOT NULL AS valid,
-           regexp_full_match(f[1], '[A-Z][A-Za-z]{{1,63}}') AS type_well_formed,
-           f[1] AS resource_type, f[2] AS resource_id, f[3] AS version_id, f[4] AS last_updated,
-           f[5] AS status,
-           CASE WHEN f[1] = 'Observation' THEN
-               CASE WHEN f[6] IS NOT NULL THEN 'valueInteger' WHEN f[7] IS NOT NULL THEN 'valueQuantity'
-                    WHEN f[8] IS NOT NULL THEN 'valueString' END END AS value_source,
-           f[6] AS v_int, f[7] AS v_qty, f[8] AS v_str
-    FROM parsed
-), typed AS (
-    SELECT *, try_cast(last_updated AS TIMESTAMPTZ) AS last_updated_at,
-           CASE value_source WHEN 'valueInteger' THEN try_cast(v_int AS DOUBLE)
-                             WHEN 'valueQuantity' THEN try_cast(v_qty AS DOUBLE)
-                             WHEN 'valueString' THEN try_cast(trim(v_str) AS DOUBLE) END AS value_score
-    FROM fields
-), judged AS (
-SELECT *,
-    CASE
-        WHEN line IS NULL THEN 'invalid UTF-8'
-        WHEN NOT valid THEN 'malformed JSON'
-        WHEN resource_type IS NULL AND json_type(line) <> 'OBJECT'
-            THEN 'not a JSON object (a Bundle entry without a resource?)'
-        WHEN resource_type IS NULL THEN 'missing resourceType'
-        WHEN NOT type_well_formed THEN 'invalid resourceType'
-        WHEN declared_type IS NOT NULL AND resource_type <> declared_type
-            THEN 'resourceType ' || resource_type || ' in a ' || declared_type || ' file'
-        WHEN coalesce(resource_id, '') = '' THEN 'missing id'
-        WHEN last_updated IS NOT NULL AND last_updated_at IS NULL
-            THEN 'unparseable meta.lastUpdated ''' || last_updated || ''''
-        WHEN resource_type = 'Observation' AND status IS NULL THEN 'Observation without status'
-        WHEN resource_type = 'Observation' AND status NOT IN ({_OBS_STATUSES})
-            THEN 'unknown Observation status ''' || status || ''''
-        WHEN resource_type = 'Observation' AND value_source IS NOT NULL AND value_score IS NULL
-            THEN 'unreadable value in ' || value_source || ': ''' || coalesce(v_int, v_qty, v_str) || ''''
-    END AS reason,
-    -- the type a line is counted (and quarantined) under: its own if well formed, else its file's
-    coalesce(CASE WHEN type_well_formed THEN resource_type END, declared_type, 'unknown') AS counted_type,
-    coalesce(version_id, '') || '|' || coalesce(last_updated, '')
-        || CASE WHEN version_id IS NULL AND last_updated IS NULL THEN '|' || md5(line) ELSE '' END AS version_key
-FROM typed
-)
--- the raw text stays in the batch (joined back on insert), except a quarantined line's: a join back to the
--- batch for a few bad lines would read every line of it again
-SELECT * EXCLUDE (line, fallback, type_well_formed),
-       CASE WHEN reason IS NOT NULL THEN coalesce(line, fallback) END AS quarantined_text
-FROM judged
-"""
-
-
-def _fresh_versions_sql(stem: str) -> str:
-    """Lines of the batch that bring a version of `$rtype` not stored yet (line numbers only)."""
-    return f"""
-        INSERT INTO fresh
-        SELECT c.line_number, $rtype FROM classified c
-        WHERE c.line_number IN (  -- the first line of each version in the batch (a hash aggregate, not a sort)
-                SELECT min(line_number) FROM classified WHERE reason IS NULL AND resource_type = $rtype
-                GROUP BY resource_id, version_key)
-          -- the landed table holds committed loads and this load's earlier batches (others were discarded)
-          AND NOT EXISTS (SELECT 1 FROM raw.{stem}_versions_landed v
-                          WHERE v.resource_id = c.resource_id AND v.version_key = c.version_key)
-          -- and the versions the previous batch is writing, committed or not
-          AND NOT EXISTS (SELECT 1 FROM in_flight i
-                          WHERE i.resource_type = $rtype AND i.resource_id = c.resource_id
-                            AND i.version_key = c.version_key)"""
-
-
-def _insert_versions_sql(rtype: str, stem: str) -> str:
-    obs_cols = ", value_score, value_source, is_final" if rtype == "Observation" else ""
-    obs_vals = f", c.value_score, c.value_source, c.status IN ({_FINAL})" if rtype == "Observation" else ""
-    return f"""
-        INSERT INTO raw.{stem}_versions_landed (resource_id, version_id, version_key, last_updated, last_updated_at,
-            status, is_deleted, resource, source, load_id, load_seq, file, line_number, landed_at{obs_cols})
-        SELECT c.resource_id, c.version_id, c.version_key, c.last_updated, c.last_updated_at, c.status, false,
-               b.line, $source, $load_id, $load_seq, c.file, c.line_number, $landed_at{obs_vals}
-        FROM classified c JOIN batch b USING (line_number)
-        WHERE c.line_number IN (
-                SELECT line_number FROM fresh WHERE resource_type = $rtype AND line_number <= $cutoff)"""
 
 
 def _load_threads(threads: int) -> int:
@@ -497,124 +115,58 @@ class Loader:
         started = datetime.now(UTC)
         result = LoadResult(plan.load_id, skipped=False)
         load_seq = None
-        if size_in_bytes(LOAD_MEMORY_LIMIT) < size_in_bytes(memory_limit()):
-            con.execute(f"SET memory_limit = '{LOAD_MEMORY_LIMIT}'")
+        smaller = LOAD_MEMORY_LIMIT if size_in_bytes(LOAD_MEMORY_LIMIT) < size_in_bytes(memory_limit()) else None
         threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
-        con.execute(f"SET threads = {_load_threads(threads)}")
-        try:
-            load_seq = self._start(plan, started)
-            params = {"source": plan.source, "load_id": plan.load_id, "load_seq": load_seq, "landed_at": started}
-            export_errors: list[tuple] = []
-            self._load_records([f for f in plan.files if f.kind in ("ndjson", "bundle")], params, result)
-            for f in plan.files:  # deletions after the records (a manifest lists output[] first)
-                if f.kind == "deleted":
-                    with self._transaction():
-                        self._load_deletions(f, plan, params, result)
-                elif f.kind == "errors":
-                    export_errors += self._read_errors(f, plan)
-            result.export_errors = len(export_errors)
-            for rtype, c in result.counts.items():
-                if c["read"] != c["loaded"] + c["duplicate"] + c["quarantined"]:
-                    raise AssertionError(f"counts do not reconcile for {rtype}: {c}")
-            with self._transaction():  # the data becomes visible with its watermark, all at once
-                for rtype, c in sorted(result.counts.items()):
-                    con.execute(
-                        "INSERT INTO raw.load_counts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            plan.load_id,
-                            rtype,
-                            c["read"],
-                            c["loaded"],
-                            c["duplicate"],
-                            c["quarantined"],
-                            c["tombstones"],
-                        ],
-                    )
-                if export_errors:
-                    con.executemany("INSERT INTO raw.export_errors VALUES (?, ?, ?, ?)", export_errors)
-                self._write_log(plan, load_seq, "committed", started, result.export_errors, None)
-        except BaseException as e:
-            self._record_failure(plan, load_seq, started, e)
-            raise
-        finally:
-            con.execute(f"SET threads = {threads}")
-        con.execute(f"SET memory_limit = '{memory_limit()}'")
+        with duckdb_settings(con, memory_limit=smaller, threads=_load_threads(threads)):
+            try:
+                load_seq = self._start(plan, started)
+                params = {"source": plan.source, "load_id": plan.load_id, "load_seq": load_seq, "landed_at": started}
+                self._load_everything(plan, params, result)
+                with self._transaction():  # the data becomes visible with its watermark, all at once
+                    self._record_counts(plan, result)
+                    self._write_log(plan, load_seq, "committed", started, result.export_errors, None)
+            except BaseException as e:
+                record_failure(con, plan, load_seq, started, e)
+                raise
         return result
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+    def _transaction(self):
+        return transaction(self.con)
 
     def _start(self, plan: LoadPlan, started: datetime) -> int:
-        """Discard what earlier loads left uncommitted (a crash, a kill), then log this load as `loading`."""
-        con = self.con
-        with self._transaction():
-            self._discard_uncommitted()
-            con.execute(
-                "UPDATE raw.load_log SET status = 'abandoned', message = 'the process stopped before committing' "
-                "WHERE status = 'loading' AND load_id <> ?",
-                [plan.load_id],
+        return start_load(self.con, plan, started)
+
+    def _write_log(self, plan, load_seq, status, started, export_errors, message) -> None:
+        write_log(self.con, plan, load_seq, status, started, export_errors, message)
+
+    def _load_everything(self, plan: LoadPlan, params: dict, result: LoadResult) -> None:
+        """Records, then deletions (a manifest lists output[] first), then the export's errors; counts checked."""
+        self._load_records([f for f in plan.files if f.kind in ("ndjson", "bundle")], params, result)
+        export_errors: list[tuple] = []
+        for f in plan.files:
+            if f.kind == "deleted":
+                with self._transaction():
+                    self._load_deletions(f, plan, params, result)
+            elif f.kind == "errors":
+                export_errors += self._read_errors(f, plan)
+        result.export_errors = len(export_errors)
+        result.pending_errors = export_errors
+        for rtype, c in result.counts.items():
+            if c["read"] != c["loaded"] + c["duplicate"] + c["quarantined"]:
+                raise AssertionError(f"counts do not reconcile for {rtype}: {c}")
+
+    def _record_counts(self, plan: LoadPlan, result: LoadResult) -> None:
+        for rtype, c in sorted(result.counts.items()):
+            self.con.execute(
+                """INSERT INTO raw.load_counts (load_id, resource_type, read, loaded, duplicate, quarantined,
+                       tombstones) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                [plan.load_id, rtype, c["read"], c["loaded"], c["duplicate"], c["quarantined"], c["tombstones"]],
             )
-            load_seq = con.execute("SELECT nextval('raw.load_seq')").fetchall()[0][0]
-            self._write_log(plan, load_seq, "loading", started, 0, None)
-        return load_seq
-
-    def _discard_uncommitted(self) -> None:
-        for table in landed_tables(self.con):
-            self.con.execute(f"DELETE FROM {table} WHERE NOT ({COMMITTED})")
-
-    def _write_log(
-        self,
-        plan: LoadPlan,
-        load_seq: int | None,
-        status: str,
-        started: datetime,
-        export_errors: int,
-        message: str | None,
-    ) -> None:
-        """The load's row in raw.load_log (replacing an earlier failed attempt's)."""
-        self.con.execute("DELETE FROM raw.load_log WHERE load_id = ?", [plan.load_id])
-        self.con.execute(
-            """INSERT INTO raw.load_log (load_id, load_seq, source, mode, landing, since, transaction_time,
-                   transaction_at, started_at, finished_at, status, files, export_errors, message, warnings)
-               VALUES (?, ?, ?, ?, ?, ?, ?, try_cast(? AS TIMESTAMPTZ), ?, ?, ?, ?, ?, ?, ?)""",
-            [
-                plan.load_id,
-                load_seq,
-                plan.source,
-                plan.mode,
-                str(plan.folder),
-                plan.since,
-                plan.transaction_time,
-                plan.transaction_time,
-                started,
-                datetime.now(UTC),
-                status,
-                len(plan.files),
-                export_errors,
-                message,
-                "; ".join(plan.warnings) or None,
-            ],
-        )
-
-    def _record_failure(self, plan: LoadPlan, load_seq: int | None, started: datetime, error: BaseException) -> None:
-        try:
-            self.con.execute("ROLLBACK")  # if a batch's transaction is still open
-        except Exception:  # noqa: BLE001 - none was
-            pass
-        try:
-            with self._transaction():
-                self._write_log(plan, load_seq, "failed", started, 0, f"{type(error).__name__}: {error}"[:2000])
-                self._discard_uncommitted()
-            self.con.execute(f"SET memory_limit = '{memory_limit()}'")
-        except Exception:  # noqa: BLE001 - the original error matters more; the next load discards the rows
-            pass
+        if result.pending_errors:
+            self.con.executemany(
+                "INSERT INTO raw.export_errors (load_id, file, line_number, outcome) VALUES (?, ?, ?, ?)",
+                result.pending_errors,
+            )
 
     def _counts(self, result: LoadResult, rtype: str) -> dict[str, int]:
         return result.counts.setdefault(
@@ -643,7 +195,7 @@ class Loader:
     def _batches(self, files: list[InputFile]) -> Iterator[tuple[InputFile, object, bool]]:
         """(file, frame, is the file's last batch), across all the files."""
         for f in files:
-            batches = _ndjson_batches(f.path, self.batch_lines) if f.kind == "ndjson" else _bundle_batches(f.path)
+            batches = ndjson_batches(f.path, self.batch_lines) if f.kind == "ndjson" else bundle_batches(f.path)
             for frame, last in _with_last(batches):
                 yield f, frame, last
 
@@ -665,7 +217,7 @@ class Loader:
         carried = None  # lines of the previous batch past its cutoff, read again with the next
         done = 0
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-load-writer")
-        reading = _read_ahead(self._batches(files))
+        reading = read_ahead(self._batches(files))
         try:
             current = None
             for i, (f, frame, last) in enumerate(reading):
@@ -727,7 +279,7 @@ class Loader:
             "SELECT DISTINCT resource_type FROM classified WHERE reason IS NULL ORDER BY 1"
         ).fetchall()
         for (rtype,) in valid_types:
-            cur.execute(_fresh_versions_sql(self._table(rtype)), {"rtype": rtype})
+            cur.execute(fresh_versions_sql(self._table(rtype)), {"rtype": rtype})
         cutoff = self._cutoff(cur, last or len(valid_types) != 1)
         per_type = cur.execute(
             """
@@ -761,7 +313,7 @@ class Loader:
         """Insert the batch's new versions (on the writer thread) and commit the batch."""
         for rtype, expected in sorted(loaded.items()):
             inserted = cur.execute(
-                _insert_versions_sql(rtype, table_stem(rtype)), {**params, "rtype": rtype, "cutoff": cutoff}
+                insert_versions_sql(rtype, table_stem(rtype)), {**params, "rtype": rtype, "cutoff": cutoff}
             ).fetchall()[0][0]
             if inserted != expected:
                 raise AssertionError(f"{rtype}: {inserted} versions written, {expected} counted")
@@ -833,3 +385,6 @@ class Loader:
         return [
             (plan.load_id, f.name, n, raw.decode("utf-8", "replace")) for n, raw in enumerate(lines, 1) if raw.strip()
         ]
+
+
+__all__ = ["Loader", "LoadResult", "LoadPlan", "InputFile", "plan_from_directory", "plan_from_landing"]

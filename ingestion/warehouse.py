@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 KNOWN_TYPES = (
@@ -69,6 +71,23 @@ def connect(path: Path, read_only: bool = False):
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = '{memory_limit()}'")
     return con
+
+
+@contextmanager
+def duckdb_settings(con, **settings: object) -> Iterator[None]:
+    """Set DuckDB settings on `con` for a block and put the previous values back after it, failed or not
+    (settings given as None are left alone)."""
+    changed = {k: v for k, v in settings.items() if v is not None}
+    previous = {k: con.execute("SELECT current_setting(?)", [k]).fetchall()[0][0] for k in changed}
+    if "memory_limit" in previous:  # DuckDB reads it back rounded ('953.6 MiB'): restore the configured text
+        previous["memory_limit"] = memory_limit()
+    for k, v in changed.items():
+        con.execute(f"SET {k} = '{v}'")
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            con.execute(f"SET {k} = '{v}'")
 
 
 def table_stem(resource_type: str) -> str:

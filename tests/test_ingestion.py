@@ -377,7 +377,7 @@ def test_lines_are_read_exactly_whichever_way_a_block_is_split(tmp_path):
 
     import polars as pl
 
-    from ingestion.raw_load import _lines_in_polars, _ndjson_batches
+    from ingestion.line_reader import lines_in_polars, ndjson_batches
 
     pool = [
         b'{"resourceType":"Observation","id":"a"}',
@@ -408,17 +408,17 @@ def test_lines_are_read_exactly_whichever_way_a_block_is_split(tmp_path):
         else:
             path.write_bytes(data)
         batch_lines = rng.randint(1, 20)
-        batches = list(_ndjson_batches(path, batch_lines, block_bytes=rng.choice([16, 100, 1000, 2**20])))
+        batches = list(ndjson_batches(path, batch_lines, block_bytes=rng.choice([16, 100, 1000, 2**20])))
         assert all(b.height == batch_lines for b in batches[:-1]) and all(b.height for b in batches)
         got = pl.concat(batches).rows() if batches else []
         assert got == _lines_as_python_reads_them(data), f"case {case}"
 
     # the fast path itself copes with blank lines, whitespace and CRLF endings (no fallback needed)
     clean = b'{"a":1}\r\n\n  \n\r\n{"b":"\xc3\xa9"}\n\t\n{"c":3}'
-    frame = _lines_in_polars(clean, 1)
+    frame = lines_in_polars(clean, 1)
     assert frame is not None and frame.rows() == _lines_as_python_reads_them(clean)
     for awkward in (b"\xff\n", b"a\rb\n", b"a\x1fb\n", b"\xef\xbb\xbf{}\n", b"a\r\r\n"):
-        assert _lines_in_polars(awkward, 1) is None
+        assert lines_in_polars(awkward, 1) is None
 
 
 def _obs(rid: str, version: str, status: str, value: dict, lu: str = "2026-03-01T10:00:00Z") -> dict:

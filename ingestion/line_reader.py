@@ -1,0 +1,201 @@
+"""Reading FHIR files into batches of lines: NDJSON (plain or gzip) in blocks split by polars, Bundles whole.
+
+Batches are polars frames (line_number, line, fallback): `line` is the UTF-8 text, or null with the text
+decoded with replacement characters in `fallback` (kept for quarantine). A file is read in blocks of whole
+lines; polars' CSV reader (one column, no quoting, no header) splits a block into lines in Rust on all
+cores. A block it cannot split exactly as Python would -- invalid UTF-8, a stray carriage return, the
+column separator, a byte-order mark -- is split line by line in Python instead; both give the same frame.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+# A frame handed to DuckDB in one Arrow chunk is scanned by one thread; in chunks this size both cores
+# classify it.
+SCAN_CHUNK_ROWS = 16_384
+# Under glibc's largest mmap threshold (32 MiB), so the block buffers come from the heap and are reused
+# (a fresh mmap per block at 32 MiB; figures in docs/operations.md).
+READ_BLOCK_BYTES = 16 * 2**20
+_SEPARATOR = b"\x1f"  # never in valid JSON text (raw control characters must be escaped there)
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes: a line of only these is blank
+
+
+def _frame(numbers: list[int], lines: list[str | None], fallback: list[str | None]):
+    import polars as pl
+
+    return pl.DataFrame(
+        {
+            "line_number": pl.Series(numbers, dtype=pl.Int64),
+            "line": pl.Series(lines, dtype=pl.String),
+            "fallback": pl.Series(fallback, dtype=pl.String),
+        }
+    )
+
+
+def _scan_chunks(frame):
+    """The frame in SCAN_CHUNK_ROWS-row chunks (zero-copy slices of one contiguous frame)."""
+    import polars as pl
+
+    frame = frame.rechunk()
+    if frame.height <= SCAN_CHUNK_ROWS:
+        return frame
+    return pl.concat([frame.slice(i, SCAN_CHUNK_ROWS) for i in range(0, frame.height, SCAN_CHUNK_ROWS)], rechunk=False)
+
+
+def as_arrow(frame):
+    """The frame as Arrow string views, zero-copy, for DuckDB to scan: registered as a polars frame it is
+    converted to Arrow's older large_string layout, a copy of every line (~0.06 s a batch)."""
+    import polars as pl
+
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
+def _line_blocks(path: Path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """(block of whole lines, number of its first line); only the file's last block may lack a final newline."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    first = 1
+    with opener(path, "rb") as f:
+        while block := f.read(block_bytes):
+            if not block.endswith(b"\n"):
+                block += f.readline()  # the rest of the last line (of a line longer than a block, too)
+            yield block, first
+            first += block.count(b"\n")
+
+
+def lines_in_python(block: bytes, first: int):
+    numbers: list[int] = []
+    lines: list[str | None] = []
+    fallback: list[str | None] = []
+    for n, raw in enumerate(block.split(b"\n"), first):
+        raw = raw.rstrip(b"\r\n")
+        if not raw.strip():
+            continue  # blank lines are not records (nor is the empty text after a final newline)
+        try:
+            lines.append(raw.decode("utf-8"))
+            fallback.append(None)
+        except UnicodeDecodeError:
+            lines.append(None)
+            fallback.append(raw.decode("utf-8", "replace"))
+        numbers.append(n)
+    return _frame(numbers, lines, fallback)
+
+
+def lines_in_polars(block: bytes, first: int):
+    """The block's lines, or None when polars would not split it exactly as lines_in_python does."""
+    import polars as pl
+
+    if (
+        _SEPARATOR in block
+        or block.startswith(b"\xef\xbb\xbf")  # polars drops a leading BOM; Python keeps it in the line
+        or (b"\r" in block and block.count(b"\r") != block.count(b"\r\n"))  # a CR not ending a line
+    ):
+        return None
+    try:
+        frame = pl.read_csv(
+            io.BytesIO(block),
+            has_header=False,
+            separator=_SEPARATOR.decode(),
+            quote_char=None,
+            schema={"line": pl.String},
+        )
+    except pl.exceptions.PolarsError:  # invalid UTF-8 (or anything else polars cannot read as one column)
+        return None
+    frame = frame.with_row_index("line_number", offset=first).select(
+        pl.col("line_number").cast(pl.Int64), "line", fallback=pl.lit(None, dtype=pl.String)
+    )
+    # blank lines come back null (empty) or as text; only a line not starting with '{' needs a closer look
+    suspects = frame.filter(pl.col("line").is_null() | ~pl.col("line").str.starts_with("{"))
+    blank = suspects.filter(pl.col("line").is_null() | (pl.col("line").str.strip_chars(_ASCII_WHITESPACE) == ""))
+    if blank.height:
+        frame = frame.filter(~pl.col("line_number").is_in(blank["line_number"].implode()))
+    return frame
+
+
+def ndjson_batches(path: Path, batch_lines: int, block_bytes: int = READ_BLOCK_BYTES) -> Iterator:
+    """Frames of `batch_lines` non-blank lines (the last one of a file shorter)."""
+    import polars as pl
+
+    pending: list = []
+    held = 0
+    for block, first in _line_blocks(path, block_bytes):
+        frame = lines_in_polars(block, first)
+        if frame is None:
+            frame = lines_in_python(block, first)
+        pending.append(frame)
+        held += frame.height
+        while held >= batch_lines:
+            lines = pl.concat(pending, rechunk=False)
+            yield _scan_chunks(lines.slice(0, batch_lines))
+            pending, held = [lines.slice(batch_lines)], held - batch_lines
+    if held:
+        yield _scan_chunks(pl.concat(pending, rechunk=False))
+
+
+def read_ahead(batches: Iterator) -> Iterator:
+    """Read the next batch on a thread while DuckDB works on this one (DuckDB releases the GIL, and its
+    insert compresses a row group on one core). One batch ahead at most; a reading error is raised here,
+    in the loading thread, and a consumer that stops early stops the reader."""
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(("batch", batch)):
+                    return
+            put(("done", done))
+        except BaseException as e:  # noqa: BLE001 - handed to the loading thread
+            put(("error", e))
+
+    reader = threading.Thread(target=read, name="raw-load-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = handoff.get()
+            if kind == "error":
+                raise item
+            if kind == "done":
+                return
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+def bundle_batches(path: Path) -> Iterator:
+    raw = path.read_bytes()
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        yield _frame([1], [raw.decode("utf-8", "replace")], [None])  # quarantined as malformed JSON
+        return
+    if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
+        entries = doc.get("entry") or []
+        resources = [e.get("resource") if isinstance(e, dict) else None for e in entries]
+        yield _scan_chunks(
+            _frame(
+                list(range(1, len(resources) + 1)),
+                [orjson.dumps(r).decode() if r is not None else "null" for r in resources],
+                [None] * len(resources),
+            )
+        )
+    else:
+        yield _frame([1], [raw.decode("utf-8", "replace")], [None])
