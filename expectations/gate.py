@@ -79,8 +79,8 @@ def _context(docs_dir: Path | None):
 
 
 # Rows of a frame validated at once. GX copies a chunk per metric it computes, so the Python heap scales
-# with it: a full raw validation at 50k patients peaked at 1.78 GiB with 200k-row chunks and 1.38 GiB with
-# 100k (5 s slower in 55 s); incremental nights validate far fewer rows than one chunk.
+# with it (the peak at 50k patients per chunk size is in docs/operations.md); incremental nights validate
+# far fewer rows than one chunk.
 GATE_CHUNK_ROWS = 100_000
 
 

@@ -64,8 +64,7 @@ class LoadResult:
 def _load_threads(threads: int) -> int:
     """DuckDB threads for a load: one fewer than the connection has. Two statements run at once (checking
     one batch, writing the previous) and a reader thread splits the next, each on a core of its own; with a
-    pool as large as the machine they oversubscribed it (two cores: a 10k load 7.40 -> 6.13 s, 5 alternating
-    pairs, and ~15% fewer page faults)."""
+    pool as large as the machine they oversubscribed it (figures in docs/operations.md)."""
     return max(1, int(threads) - 1)
 
 
@@ -324,9 +323,8 @@ class Loader:
     def _cutoff(self, cur, take_all: bool) -> int:
         """The last line number this batch consumes. Its new versions are inserted in whole row groups and
         the lines after the cutoff are read again with the next batch: an insert that ends in a partial row
-        group makes every later checkpoint merge and rewrite the neighbouring groups (measured at 10k
-        patients: 1.2 s of an 8 s load). A file's last batch, a batch of several types (Bundles) or one
-        with less than a row group of new versions is consumed whole."""
+        group makes every later checkpoint merge and rewrite the neighbouring groups. A file's last batch, a
+        batch of several types (Bundles) or one with less than a row group of new versions is consumed whole."""
         fresh = cur.execute("SELECT count(*) FROM fresh").fetchall()[0][0]
         if take_all or fresh < self.row_group_rows:
             return EVERY_LINE
