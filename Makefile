@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PATIENTS ?= 300
 SEED ?= 42
 
-.PHONY: demo test lint format bootstrap chromium bench docs airflow clean help
+.PHONY: demo test test-fast lint format bootstrap chromium bench docs airflow clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -29,8 +29,11 @@ chromium:  ## install Debian's chromium (browser tests, PNG export) if missing
 demo: bootstrap  ## the nightly refresh end to end on the embedded synthetic clinic
 	$(BIN)/outcomes demo --patients $(PATIENTS) --seed $(SEED)
 
-test: bootstrap chromium  ## the test suite
+test: bootstrap chromium  ## the test suite: the unit tier (tests/unit) and the integration tier
 	$(BIN)/pytest -q
+
+test-fast: bootstrap  ## the unit tier only (seconds): rules, settings, parsing, suppression
+	$(BIN)/pytest -q tests/unit
 
 lint: bootstrap  ## ruff lint + format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from conftest import outcomes
 
-from dashboards.suppression import count_label, rate_visible, rounded_label
 from ehr_simulator.generate import generate
 from ehr_simulator.params import GeneratorConfig
 
@@ -98,12 +97,6 @@ def test_pages_work_offline(clinic_warehouse):
         text = (pages / p).read_text()
         assert "cdn." not in text and "https://" not in text.split("<body>")[0]
     assert (pages / "plotly.min.js").stat().st_size > 1_000_000
-
-
-def test_suppression_rules():
-    assert [count_label(n) for n in (0, 1, 10, 11, 250)] == ["0", "<11", "<11", "11", "250"]
-    assert rate_visible(30, 60) and not rate_visible(5, 60) and not rate_visible(55, 60) and not rate_visible(5, 9)
-    assert rounded_label(24) == "~20" and rounded_label(7) == "<11" and rounded_label(0) == "0"
 
 
 def test_tiny_cohort_shows_no_small_counts(tmp_path):

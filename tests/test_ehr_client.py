@@ -16,7 +16,6 @@ from conftest import outcomes
 from scripted_server import Reply, ScriptedServer
 
 from ingestion.client_keys import new_private_key, write_private_key
-from ingestion.search_crawl import patient_id
 
 TOKEN = "the-bearer-token"
 
@@ -220,11 +219,3 @@ def test_search_follows_members_in_every_reference_form_and_never_a_link_elsewhe
     assert patients and all("_id" in q and "patient" not in q for q in patients)  # Patient has no `patient` param
     assert proc.returncode != 0 and "another origin" in proc.stderr
     assert not elsewhere.seen
-
-
-def test_patient_references_in_group_members():
-    assert patient_id("Patient/123") == "123"
-    assert patient_id("https://ehr.example/fhir/Patient/a-b.c") == "a-b.c"
-    assert patient_id("Patient/7/_history/2") == "7"
-    assert patient_id("urn:uuid:0c6b1f3d-edb2-422b-a0af-a262fb90ed07") == "0c6b1f3d-edb2-422b-a0af-a262fb90ed07"
-    assert patient_id("Practitioner/1") is None and patient_id("") is None and patient_id("Group/x") is None
