@@ -194,10 +194,10 @@ def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, ful
 
     from expectations import scope as raw_scope
     from expectations.gate import run_suite
-    from expectations.publish import BUILD_SCHEMA
     from expectations.store import ensure_quality_schema
     from expectations.suites import mart_checks, mart_frames, raw_checks, raw_frames, raw_seed_files
     from ingestion.warehouse import connect, ensure_raw_schema
+    from pipeline.publish import BUILD_SCHEMA
 
     con = connect(settings.warehouse)
     try:
@@ -250,8 +250,8 @@ def validate_marts(settings: Settings, log: Log = print, raise_on_critical: bool
 
 def publish(settings: Settings, log: Log = print) -> list[str]:
     """Copy the accepted marts to the `marts` schema in one transaction."""
-    from expectations.publish import publish as publish_marts
     from ingestion.warehouse import connect
+    from pipeline.publish import publish as publish_marts
 
     con = connect(settings.warehouse)
     try:

@@ -1,4 +1,4 @@
-"""Publish the marts the quality gate accepted: copy the build schema to `marts` in one transaction.
+"""The publish step: copy the marts the quality gates accepted from the build schema to `marts` in one transaction.
 
 Analysts and dashboards read `marts`; a run that fails before this step leaves yesterday's marts exactly
 as they were.
