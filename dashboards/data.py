@@ -13,6 +13,8 @@ MARTS = (
     "rpt_cohort_summary",
     "rpt_data_health",
     "rpt_quarantine_summary",
+    "dim_protocols",
+    "dim_instruments",
 )
 
 

@@ -11,32 +11,9 @@ import html
 from datetime import datetime
 from pathlib import Path
 
+from dashboards.display import display_from
 from dashboards.suppression import MIN_CELL, count_label, curve_visible, rate_visible, rounded_label
 
-PROTOCOL_LABELS = {
-    "ketamine_only": "Ketamine alone",
-    "ketamine_cbt": "Ketamine + CBT",
-    "ketamine_mbrp": "Ketamine + MBRP",
-    "ketamine_kap": "Ketamine-assisted psychotherapy",
-}
-PROTOCOL_COLORS = {
-    "ketamine_only": "#636efa",
-    "ketamine_cbt": "#ef553b",
-    "ketamine_mbrp": "#00cc96",
-    "ketamine_kap": "#ab63fa",
-}
-INSTRUMENT_LABELS = {
-    "madrs": "MADRS (clinician)",
-    "phq9": "PHQ-9 (self)",
-    "qids_sr16": "QIDS-SR16 (self)",
-    "gad7": "GAD-7 (self)",
-    "pcl5": "PCL-5 (self)",
-    "caps5": "CAPS-5 (clinician)",
-    "qids_c16": "QIDS-C16 (clinician)",
-    "hamd17": "HAM-D17 (clinician)",
-    "bdi2": "BDI-II (self)",
-}
-INSTRUMENT_COLORS = {"madrs": "#1f77b4", "phq9": "#2ca02c", "caps5": "#9467bd", "pcl5": "#ff7f0e"}
 AT_RISK_DAYS = (0, 14, 28, 56, 84, 112, 140, 168)
 PAGES = {"relapse.html": "Relapse", "response.html": "Response and remission", "cohort.html": "Cohort and data health"}
 
@@ -44,10 +21,6 @@ PAGES = {"relapse.html": "Relapse", "response.html": "Response and remission", "
 ERROR_TRAP = """<script>window.__errors=[];
 window.addEventListener('error',function(e){window.__errors.push(String(e.message));
 var d=document.getElementById('js-errors');if(d){d.textContent=window.__errors.join('\\n');}});</script>"""
-
-
-def _label(protocol: str) -> str:
-    return PROTOCOL_LABELS.get(protocol, protocol)
 
 
 def _page(title: str, data_as_of: str, body: str, definitions: str) -> str:
@@ -94,9 +67,9 @@ def _steps(days: list, values: list) -> tuple[list, list]:
     return xs, ys
 
 
-def _p_text(p: float | None, protocol: str) -> str:
+def _p_text(p: float | None, protocol: str, reference: str | None) -> str:
     if p is None:
-        return "reference" if protocol == "ketamine_only" else "–"
+        return "reference" if protocol == reference else "–"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
@@ -110,32 +83,33 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
     import plotly.graph_objects as go
     import polars as pl
 
+    d = display_from(marts)
     km, summary = marts["rpt_relapse_free_survival"], marts["rpt_protocol_summary"]
-    instruments = [i for i in INSTRUMENT_LABELS if km is not None and i in set(km["instrument"].to_list())]
+    instruments = [i for i in d.instruments if km is not None and i in set(km["instrument"].to_list())]
     fig = go.Figure()
     trace_instrument: list[str] = []
     notes: dict[str, list[str]] = {}
     at_risk_rows: dict[str, list[list[str]]] = {}
     for inst in instruments:
-        for protocol in PROTOCOL_LABELS:
+        for protocol in d.protocols:
             curve = km.filter((pl.col("instrument") == inst) & (pl.col("protocol") == protocol)).sort("day")
             if curve.height == 0:
                 continue
             patients = int(curve["n_at_risk"][0])
             at_risk_rows.setdefault(inst, []).append(
-                [_label(protocol)]
+                [d.label(protocol)]
                 + [rounded_label(at_risk_at(curve, d)) if curve_visible(patients) else "withheld" for d in AT_RISK_DAYS]
             )
             if not curve_visible(patients):
                 notes.setdefault(inst, []).append(
-                    f"{_label(protocol)}: curve withheld (fewer than {MIN_CELL} responders)."
+                    f"{d.label(protocol)}: curve withheld (fewer than {MIN_CELL} responders)."
                 )
                 continue
             shown = curve.filter(pl.col("n_at_risk") >= MIN_CELL)  # stop where fewer than 11 remain at risk
             days, surv = shown["day"].to_list(), shown["survival"].to_list()
             lo = [x if x is not None else 0 for x in shown["ci_lower"].to_list()]
             hi = [x if x is not None else 0 for x in shown["ci_upper"].to_list()]
-            color = PROTOCOL_COLORS[protocol]
+            color = d.colour(protocol)
             band_x, band_hi = _steps(days, hi)
             _, band_lo = _steps(days, lo)
             fig.add_trace(
@@ -148,7 +122,7 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
                     opacity=0.15,
                     hoverinfo="skip",
                     showlegend=False,
-                    name=f"{_label(protocol)} 95% CI",
+                    name=f"{d.label(protocol)} 95% CI",
                     visible=inst == instruments[0],
                 )
             )
@@ -159,25 +133,25 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
                     mode="lines",
                     line={"color": color, "width": 2},
                     line_shape="hv",
-                    name=_label(protocol),
+                    name=d.label(protocol),
                     visible=inst == instruments[0],
-                    hovertemplate="day %{x}: %{y:.2f}<extra>" + _label(protocol) + "</extra>",
+                    hovertemplate="day %{x}: %{y:.2f}<extra>" + d.label(protocol) + "</extra>",
                 )
             )
             trace_instrument += [inst, inst]
     buttons = [
         {
-            "label": INSTRUMENT_LABELS[i],
+            "label": d.label(i),
             "method": "update",
             "args": [
                 {"visible": [t == i for t in trace_instrument]},
-                {"title.text": f"Relapse-free survival among responders — {INSTRUMENT_LABELS[i]}"},
+                {"title.text": f"Relapse-free survival among responders — {d.label(i)}"},
             ],
         }
         for i in instruments
     ]
     fig.update_layout(
-        title=f"Relapse-free survival among responders — {INSTRUMENT_LABELS[instruments[0]]}" if instruments else "",
+        title=f"Relapse-free survival among responders — {d.label(instruments[0])}" if instruments else "",
         xaxis_title="Days since the last induction infusion",
         yaxis_title="Relapse-free (Kaplan–Meier)",
         yaxis_range=[0, 1.02],
@@ -189,7 +163,7 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
     sections = []
     for inst in instruments:
         rows = []
-        for protocol in PROTOCOL_LABELS:
+        for protocol in d.protocols:
             s = (
                 summary.filter((pl.col("instrument") == inst) & (pl.col("protocol") == protocol))
                 if summary is not None
@@ -200,19 +174,19 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
             r = s.row(0, named=True)
             visible = curve_visible(r["n_responders"])
             median = r["median_relapse_free_days"]
-            p = r["logrank_p_vs_ketamine_only"]
+            p = r["logrank_p_vs_reference"]
             rows.append(
                 [
-                    _label(protocol),
+                    d.label(protocol),
                     rounded_label(r["n_responders"]),
                     (f"{median:.0f}" if median is not None else "not reached") if visible else "withheld",
-                    _p_text(p, protocol) if visible else "withheld",
+                    _p_text(p, protocol, d.reference) if visible else "withheld",
                 ]
             )
         display = "block" if inst == instruments[0] else "none"
         sections.append(
             f'<div class="instrument-block" data-instrument="{inst}" style="display:{display}">'
-            f"<h3>{html.escape(INSTRUMENT_LABELS[inst])}</h3>"
+            f"<h3>{html.escape(d.label(inst))}</h3>"
             + _table(
                 ["Protocol"] + [f"At risk day {d}" for d in AT_RISK_DAYS],
                 at_risk_rows.get(inst, []),
@@ -220,7 +194,7 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
             )
             + "<br>"
             + _table(
-                ["Protocol", "Responders", "Median relapse-free days", "Log-rank p vs ketamine alone"],
+                ["Protocol", "Responders", "Median relapse-free days", f"Log-rank p vs {d.label(d.reference)}"],
                 rows,
                 f"median-{inst}",
             )
@@ -255,30 +229,33 @@ def response_page(marts: dict, data_as_of: str) -> str:
     import polars as pl
     from plotly.subplots import make_subplots
 
+    d = display_from(marts)
     summary, weekly, traj = (
         marts["rpt_protocol_summary"],
         marts["rpt_outcome_rates_by_week"],
         marts["rpt_score_trajectories"],
     )
-    pairs = [("madrs", "phq9"), ("caps5", "pcl5")]
+    pairs = d.pairs
+    primary = pairs[0] if pairs else ()  # the first clinician/self pair: weekly rates and trajectories
+    order = {p: k for k, p in enumerate(d.protocols)}
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Response", "Remission"))
     rows = []
     for clinician, self_rated in pairs:
         for inst in (clinician, self_rated):
-            s = summary.filter(pl.col("instrument") == inst).sort("protocol") if summary is not None else None
+            s = summary.filter(pl.col("instrument") == inst) if summary is not None else None
             if s is None or s.height == 0:
                 continue
             resp, remit, labels = [], [], []
-            for r in s.iter_rows(named=True):
-                labels.append(_label(r["protocol"]))
+            for r in sorted(s.iter_rows(named=True), key=lambda r: order.get(r["protocol"], len(order))):
+                labels.append(d.label(r["protocol"]))
                 ok_resp = rate_visible(r["n_responders"], r["n_evaluable"])
                 ok_rem = r["remission_rate"] is not None and rate_visible(r["n_remitters"], r["n_evaluable"])
                 resp.append(r["response_rate"] if ok_resp else None)
                 remit.append(r["remission_rate"] if ok_rem else None)
                 rows.append(
                     [
-                        _label(r["protocol"]),
-                        INSTRUMENT_LABELS.get(inst, inst),
+                        d.label(r["protocol"]),
+                        d.label(inst),
                         count_label(r["n_evaluable"]),
                         f"{r['response_rate']:.0%}" if ok_resp else "withheld",
                         f"{r['remission_rate']:.0%}"
@@ -286,8 +263,8 @@ def response_page(marts: dict, data_as_of: str) -> str:
                         else ("n/a" if r["remission_rate"] is None else "withheld"),
                     ]
                 )
-            name = INSTRUMENT_LABELS.get(inst, inst)
-            color = INSTRUMENT_COLORS.get(inst)  # the same colour for a scale in both panels
+            name = d.label(inst)
+            color = d.colour(inst)  # the same colour for a scale in both panels
             fig.add_trace(go.Bar(x=labels, y=resp, name=name, legendgroup=inst, marker_color=color), row=1, col=1)
             fig.add_trace(
                 go.Bar(x=labels, y=remit, name=name, legendgroup=inst, showlegend=False, marker_color=color),
@@ -303,8 +280,8 @@ def response_page(marts: dict, data_as_of: str) -> str:
     )
 
     weekly_fig = go.Figure()
-    for inst in ("madrs", "phq9"):
-        for protocol in PROTOCOL_LABELS:
+    for inst in primary:
+        for protocol in d.protocols:
             w = (
                 weekly.filter((pl.col("instrument") == inst) & (pl.col("protocol") == protocol)).sort("week")
                 if weekly is not None
@@ -321,8 +298,8 @@ def response_page(marts: dict, data_as_of: str) -> str:
                     x=w["week"].to_list(),
                     y=ys,
                     mode="lines+markers",
-                    name=f"{_label(protocol)} — {INSTRUMENT_LABELS[inst]}",
-                    line={"color": PROTOCOL_COLORS[protocol], "dash": "solid" if inst == "madrs" else "dot"},
+                    name=f"{d.label(protocol)} — {d.label(inst)}",
+                    line={"color": d.colour(protocol), "dash": "solid" if inst == primary[0] else "dot"},
                 )
             )
     weekly_fig.update_layout(
@@ -330,10 +307,11 @@ def response_page(marts: dict, data_as_of: str) -> str:
     )
 
     traj_fig = go.Figure()
-    for protocol in PROTOCOL_LABELS:
+    scale = primary[0] if primary else None
+    for protocol in d.protocols:
         t = (
             traj.filter(
-                (pl.col("instrument") == "madrs") & (pl.col("protocol") == protocol) & (pl.col("n_courses") >= MIN_CELL)
+                (pl.col("instrument") == scale) & (pl.col("protocol") == protocol) & (pl.col("n_courses") >= MIN_CELL)
             ).sort("week")
             if traj is not None
             else None
@@ -346,7 +324,7 @@ def response_page(marts: dict, data_as_of: str) -> str:
                 x=weeks + weeks[::-1],
                 y=t["ci_upper"].to_list() + t["ci_lower"].to_list()[::-1],
                 fill="toself",
-                fillcolor=PROTOCOL_COLORS[protocol],
+                fillcolor=d.colour(protocol),
                 opacity=0.15,
                 line={"width": 0},
                 showlegend=False,
@@ -358,14 +336,14 @@ def response_page(marts: dict, data_as_of: str) -> str:
                 x=weeks,
                 y=t["mean_score"].to_list(),
                 mode="lines",
-                line={"color": PROTOCOL_COLORS[protocol]},
-                name=_label(protocol),
+                line={"color": d.colour(protocol)},
+                name=d.label(protocol),
             )
         )
     traj_fig.update_layout(
-        title="Mean MADRS by week (95% interval; weeks with fewer than 11 courses withheld)",
+        title=f"Mean {d.label(scale)} by week (95% interval; weeks with fewer than 11 courses withheld)",
         xaxis_title="Week since the first infusion",
-        yaxis_title="MADRS",
+        yaxis_title=d.label(scale),
         height=450,
     )
     body = (
@@ -386,15 +364,22 @@ def response_page(marts: dict, data_as_of: str) -> str:
 def cohort_page(marts: dict, data_as_of: str) -> str:
     import plotly.graph_objects as go
 
+    d = display_from(marts)
     cohort, health, quarantine = marts["rpt_cohort_summary"], marts["rpt_data_health"], marts["rpt_quarantine_summary"]
     rows, labels, courses = [], [], []
-    for r in cohort.iter_rows(named=True) if cohort is not None else []:
+    order = {p: k for k, p in enumerate(d.protocols)}
+    cohort_rows = (
+        sorted(cohort.iter_rows(named=True), key=lambda r: order.get(r["protocol"], len(order)))
+        if cohort is not None
+        else []
+    )
+    for r in cohort_rows:
         n = r["n_courses"]
-        labels.append(_label(r["protocol"]))
+        labels.append(d.label(r["protocol"]))
         courses.append(n if n >= MIN_CELL or n == 0 else None)
         rows.append(
             [
-                _label(r["protocol"]),
+                d.label(r["protocol"]),
                 count_label(n),
                 count_label(r["n_patients"]),
                 f"{r['mean_induction_infusions']:.1f}" if n >= MIN_CELL else "withheld",

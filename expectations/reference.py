@@ -24,3 +24,12 @@ def instrument_ranges(seeds: Path = DEFAULT_SEEDS) -> list[dict]:
 
 def seed_path(name: str, seeds: Path = DEFAULT_SEEDS) -> str:
     return str(seeds / f"{name}.csv")
+
+
+def plausible_range(measure: str, seeds: Path = DEFAULT_SEEDS) -> tuple[float, float]:
+    """(min, max) of a measure in the plausible_ranges seed."""
+    with open(seeds / "plausible_ranges.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            if r["measure"] == measure:
+                return float(r["min_value"]), float(r["max_value"])
+    raise KeyError(f"no row for {measure!r} in {seeds / 'plausible_ranges.csv'}")

@@ -55,6 +55,11 @@ def raw_seed_files(seeds=None) -> list[str]:
     return [seed_path(name, *([seeds] if seeds else [])) for name in ("instrument_catalogue", "body_weight_codes")]
 
 
+def raw_fingerprinted_seeds(seeds=None) -> list[str]:
+    """Every seed the raw suite reads: a change to any of them makes the next raw run revalidate everything."""
+    return [*raw_seed_files(seeds), seed_path("plausible_ranges", *([seeds] if seeds else []))]
+
+
 def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
     """The raw layer's frames; `scoped` keeps only the records in the incremental scope (expectations.scope)."""
     from expectations.scope import filter_sql
@@ -166,7 +171,9 @@ def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
 
 
 def raw_checks(gx, now_epoch: float, seeds=None) -> list[Check]:
-    from expectations.reference import instrument_ranges
+    from expectations.reference import instrument_ranges, plausible_range
+
+    dose_min, dose_max = plausible_range("dose_mg_per_kg", *([seeds] if seeds else []))
 
     E = gx.expectations
     checks = [
@@ -239,8 +246,8 @@ def raw_checks(gx, now_epoch: float, seeds=None) -> list[Check]:
             "infusions",
             "infusion_dose_plausible",
             WARNING,
-            E.ExpectColumnValuesToBeBetween(column="dose_mg_per_kg", min_value=0.1, max_value=2.0),
-            "dose within 0.1-2.0 mg/kg of the patient's weight",
+            E.ExpectColumnValuesToBeBetween(column="dose_mg_per_kg", min_value=dose_min, max_value=dose_max),
+            f"dose within {dose_min:g}-{dose_max:g} mg/kg of the patient's weight",
         ),
         Check(
             "procedures",

@@ -116,3 +116,33 @@ def test_tiny_cohort_shows_no_small_counts(tmp_path):
             assert not re.search(r'"(?:[1-9]|10)"', m.group(1)), f"{p}: small count in a bar label"
         withheld_note |= "curve withheld" in html
     assert withheld_note
+
+
+def test_labels_order_colours_and_reference_come_from_the_dim_marts(clinic_warehouse, tmp_path):
+    """What the seeds say (through dim_protocols/dim_instruments) is what every page shows."""
+    import polars as pl
+
+    from dashboards.data import read_marts
+    from dashboards.pages import build_pages
+
+    _, wh = clinic_warehouse
+    marts = read_marts(wh)
+    protocols = marts["dim_protocols"]
+    assert set(protocols["protocol"]) == {"ketamine_only", "ketamine_cbt", "ketamine_mbrp", "ketamine_kap"}
+    marts["dim_protocols"] = protocols.with_columns(
+        protocol_label=pl.when(pl.col("protocol") == "ketamine_cbt")
+        .then(pl.lit("Group CBT after ketamine"))
+        .otherwise(pl.col("protocol_label")),
+        colour=pl.when(pl.col("protocol") == "ketamine_cbt").then(pl.lit("#123456")).otherwise(pl.col("colour")),
+    )
+    marts["dim_instruments"] = marts["dim_instruments"].with_columns(
+        display_label=pl.when(pl.col("instrument") == "madrs")
+        .then(pl.lit("Montgomery-Asberg"))
+        .otherwise(pl.col("display_label"))
+    )
+    pages = {p.name: p.read_text() for p in build_pages(marts, tmp_path / "pages") if p.suffix == ".html"}
+    for name in ("relapse.html", "response.html", "cohort.html"):
+        assert "Group CBT after ketamine" in pages[name] and "Ketamine + CBT" not in pages[name], name
+    assert "#123456" in pages["relapse.html"] and "#123456" in pages["response.html"]
+    assert "Montgomery-Asberg" in pages["relapse.html"] and "Montgomery-Asberg" in pages["response.html"]
+    assert "Log-rank p vs Ketamine alone" in pages["relapse.html"]

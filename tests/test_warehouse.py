@@ -134,8 +134,11 @@ def test_recovered_rates_and_relapse_medians_match_the_truth(clinic_warehouse):
     for protocol, median in params["relapse_median_days"].items():
         row = summary.filter((pl.col("protocol") == protocol) & (pl.col("instrument") == "madrs")).row(0, named=True)
         assert row["median_relapse_free_days"] == pytest.approx(median, rel=0.3), protocol
+        assert row["reference_protocol"] == "ketamine_only"  # the protocols seed's comparator
         if protocol != "ketamine_only":
-            assert row["logrank_p_vs_ketamine_only"] < 0.05  # psychotherapy protocols relapse later
+            assert row["logrank_p_vs_reference"] < 0.05  # psychotherapy protocols relapse later
+        else:
+            assert row["logrank_p_vs_reference"] is None
     assert not math.isnan(statistics.mean(summary["response_rate"].drop_nulls()))
 
 

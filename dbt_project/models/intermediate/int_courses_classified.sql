@@ -1,5 +1,5 @@
 -- Protocol (CarePlan covering the first infusion, else inferred from the course's psychotherapy
--- modalities, else ketamine alone), completion and adherence.
+-- modalities, else the protocols seed's default: ketamine alone), completion and adherence.
 with courses as (
     select * from {{ ref('int_courses_built') }}
 ),
@@ -50,7 +50,7 @@ inferred as (
 
 select
     courses.*,
-    coalesce(planned.protocol, inferred.protocol, 'ketamine_only') as protocol,
+    coalesce(planned.protocol, inferred.protocol, (select protocol from protocols where is_default)) as protocol,
     case when planned.protocol is not null then 'care_plan'
          when inferred.protocol is not null then 'inferred_from_psychotherapy'
          else 'default' end as protocol_source,

@@ -1,5 +1,6 @@
 """Per protocol x instrument: courses, evaluable, response and remission rates, median relapse-free days
-(from the Kaplan-Meier table) and the log-rank p-value against ketamine alone (lifelines)."""
+(from the Kaplan-Meier table) and the log-rank p-value against the reference protocol (the protocols seed's
+`is_reference`, ketamine alone by default; lifelines)."""
 
 COLUMNS = [
     "protocol",
@@ -13,7 +14,8 @@ COLUMNS = [
     "remission_rate",
     "n_relapsed",
     "median_relapse_free_days",
-    "logrank_p_vs_ketamine_only",
+    "reference_protocol",
+    "logrank_p_vs_reference",
 ]
 
 
@@ -43,6 +45,8 @@ def model(dbt, session):
     outcomes = dbt.ref("fct_course_outcomes").df()
     survival = dbt.ref("rpt_relapse_free_survival").df()
     responders = outcomes[_true(outcomes["is_responder"])]
+    protocols = dbt.ref("protocols").df()
+    reference = next(iter(protocols.loc[_true(protocols["is_reference"]), "protocol"]), None)
 
     rows = []
     for (protocol, instrument), group in outcomes.groupby(["protocol", "instrument"], sort=True):
@@ -51,10 +55,10 @@ def model(dbt, session):
         curve = survival[(survival["protocol"] == protocol) & (survival["instrument"] == instrument)]
         below_half = curve[curve["survival"] <= 0.5]
         p_value = None
-        if protocol != "ketamine_only":
+        if reference is not None and protocol != reference:
             same_scale = responders[responders["instrument"] == instrument]
             p_value = _logrank_p(
-                same_scale[same_scale["protocol"] == protocol], same_scale[same_scale["protocol"] == "ketamine_only"]
+                same_scale[same_scale["protocol"] == protocol], same_scale[same_scale["protocol"] == reference]
             )
         rows.append(
             {
@@ -69,13 +73,14 @@ def model(dbt, session):
                 "remission_rate": _true(remission_known["is_remitter"]).mean() if len(remission_known) else None,
                 "n_relapsed": int(_true(group["relapsed"]).sum()),
                 "median_relapse_free_days": float(below_half["day"].min()) if len(below_half) else None,
-                "logrank_p_vs_ketamine_only": p_value,
+                "reference_protocol": reference,
+                "logrank_p_vs_reference": p_value,
             }
         )
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype(
         {
             c: "float64"
-            for c in ("response_rate", "remission_rate", "median_relapse_free_days", "logrank_p_vs_ketamine_only")
+            for c in ("response_rate", "remission_rate", "median_relapse_free_days", "logrank_p_vs_reference")
         }
     )
