@@ -235,9 +235,15 @@ def run_suite(
                     [suite_name],
                 )
         if quarantine_rows:
-            con.executemany(f"INSERT INTO {QUARANTINE_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", quarantine_rows)
+            con.executemany(
+                f"""INSERT INTO {QUARANTINE_TABLE} (resource_type, resource_id, version_id, expectation, suite,
+                        observed_value, run_id, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                quarantine_rows,
+            )
         con.executemany(
-            "INSERT INTO quality.expectation_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            """INSERT INTO quality.expectation_results (run_id, suite, frame, expectation, expectation_type,
+                   column_name, success, severity, observed_value, unexpected_count, element_count, outcome,
+                   description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
                 (
                     run_id,

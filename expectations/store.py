@@ -10,11 +10,10 @@ def ensure_quality_schema(con) -> None:
     con.execute("""
         CREATE TABLE IF NOT EXISTS quality.validation_runs (
             run_id VARCHAR, suite VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, success BOOLEAN,
-            critical_failures INTEGER, warnings INTEGER, quarantined_records BIGINT, rows_validated BIGINT)""")
-    # Incremental raw validation: which raw loads a run covered (load_seq watermark), whether it re-read
-    # everything, and a fingerprint of the checks (a changed suite or seed forces a full revalidation).
-    for column, type_ in (("scope", "VARCHAR"), ("through_load_seq", "BIGINT"), ("checks_fingerprint", "VARCHAR")):
-        con.execute(f"ALTER TABLE quality.validation_runs ADD COLUMN IF NOT EXISTS {column} {type_}")
+            critical_failures INTEGER, warnings INTEGER, quarantined_records BIGINT, rows_validated BIGINT,
+            scope VARCHAR, through_load_seq BIGINT, checks_fingerprint VARCHAR)""")
+    # scope, through_load_seq, checks_fingerprint: which raw loads a run covered (load_seq watermark), whether
+    # it re-read everything, and a fingerprint of the checks (a changed suite or seed forces a full revalidation).
     con.execute("""
         CREATE TABLE IF NOT EXISTS quality.expectation_results (
             run_id VARCHAR, suite VARCHAR, frame VARCHAR, expectation VARCHAR, expectation_type VARCHAR,

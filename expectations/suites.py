@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from expectations.reference import seed_path
+from expectations import scope
+from expectations.fhir_sql import fhir_instant, patient_ref
+from expectations.reference import instrument_ranges, plausible_range, seed_path
 
 CRITICAL, QUARANTINE, WARNING = "critical", "quarantine", "warning"
 IDENTIFYING_COLUMN = (
@@ -39,35 +41,21 @@ class Check:
     meta: dict = field(default_factory=dict)
 
 
-def patient_ref(path: str) -> str:
-    return f"regexp_extract(json_extract_string(resource, '{path}'), '(?:Patient/|urn:uuid:)([^/]+)$', 1)"
-
-
-def _instant(expr: str) -> str:
-    # date-only and partial dates are valid FHIR dateTimes: they parse, at day (or coarser) precision
-    return (
-        f"coalesce(try_cast({expr} AS TIMESTAMPTZ), try_cast({expr} AS DATE)::TIMESTAMPTZ, "
-        f"CASE WHEN regexp_full_match({expr}, '\\d{{4}}(-\\d{{2}})?') THEN TIMESTAMPTZ '1900-01-01' END)"
-    )
-
-
 def raw_seed_files(seeds=None) -> list[str]:
     return [seed_path(name, *([seeds] if seeds else [])) for name in ("instrument_catalogue", "body_weight_codes")]
 
 
-def raw_fingerprinted_seeds(seeds=None) -> list[str]:
-    """Every seed the raw suite reads: a change to any of them makes the next raw run revalidate everything."""
-    return [*raw_seed_files(seeds), seed_path("plausible_ranges", *([seeds] if seeds else []))]
+def raw_suite_files(seeds=None) -> list[str]:
+    """The suite's code and every seed it reads: a change to any makes the next raw run revalidate everything."""
+    return [__file__, *raw_seed_files(seeds), seed_path("plausible_ranges", *([seeds] if seeds else []))]
 
 
 def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
     """The raw layer's frames; `scoped` keeps only the records in the incremental scope (expectations.scope)."""
-    from expectations.scope import filter_sql
-
     catalogue, weights = raw_seed_files(seeds)
 
     def only(resource_type: str, id_expr: str = "resource_id") -> str:
-        return f"WHERE {filter_sql(resource_type, id_expr)}" if scoped else ""
+        return f"WHERE {scope.filter_sql(resource_type, id_expr)}" if scoped else ""
 
     return {
         "observations": Frame(
@@ -91,8 +79,8 @@ def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
                 GROUP BY obs.resource_id)
             SELECT obs.resource_id AS observation_id, obs.version_id, obs.patient_id,
                    patients.resource_id IS NOT NULL AS patient_exists,
-                   obs.effective_raw, {_instant("obs.effective_raw")} AS effective_at,
-                   epoch({_instant("obs.effective_raw")}) AS effective_epoch,
+                   obs.effective_raw, {fhir_instant("obs.effective_raw")} AS effective_at,
+                   epoch({fhir_instant("obs.effective_raw")}) AS effective_epoch,
                    obs.value_score AS score, mapped.instrument,
                    mapped.instrument IS NOT NULL OR coalesce(mapped.is_weight, false) OR obs.category <> 'survey'
                        AS code_in_value_sets
@@ -118,7 +106,7 @@ def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
                 GROUP BY ALL)
             SELECT ma.resource_id AS infusion_id, ma.version_id, ma.patient_id,
                    patients.resource_id IS NOT NULL AS patient_exists, ma.started_raw,
-                   {_instant("ma.started_raw")} AS started_at,
+                   {fhir_instant("ma.started_raw")} AS started_at,
                    ma.dose_mg / weights.weight_kg AS dose_mg_per_kg
             FROM ma
             LEFT JOIN weights ON ma.patient_id = weights.patient_id
@@ -134,7 +122,7 @@ def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
                    coalesce(json_extract_string(p.resource, '$.performedPeriod.start'),
                             json_extract_string(p.resource, '$.performedDateTime')) AS performed_raw,
                    {
-                _instant(
+                fhir_instant(
                     "coalesce(json_extract_string(p.resource, '$.performedPeriod.start'), "
                     "json_extract_string(p.resource, '$.performedDateTime'))"
                 )
@@ -171,8 +159,6 @@ def raw_frames(seeds=None, scoped: bool = False) -> dict[str, Frame]:
 
 
 def raw_checks(gx, now_epoch: float, seeds=None) -> list[Check]:
-    from expectations.reference import instrument_ranges, plausible_range
-
     dose_min, dose_max = plausible_range("dose_mg_per_kg", *([seeds] if seeds else []))
 
     E = gx.expectations

@@ -346,7 +346,8 @@ class Loader:
                         rows.setdefault(rtype, []).append((rid, n))
             except (orjson.JSONDecodeError, ValueError, KeyError, AttributeError) as e:
                 self.con.execute(
-                    "INSERT INTO raw.quarantine_landed VALUES (?, 'Bundle', ?, ?, ?, ?, ?)",
+                    """INSERT INTO raw.quarantine_landed (load_id, resource_type, file, line_number, raw_text, reason,
+                           quarantined_at) VALUES (?, 'Bundle', ?, ?, ?, ?, ?)""",
                     [
                         plan.load_id,
                         f.name,

@@ -104,15 +104,6 @@ def table_stem(resource_type: str) -> str:
 COMMITTED = "load_id IN (SELECT load_id FROM raw.load_log WHERE status = 'committed')"
 
 
-def _rename_legacy_table(con, name: str) -> None:
-    """Warehouses from before the *_landed tables kept the rows in a table named like today's view."""
-    legacy = con.execute(
-        "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name = ? AND NOT temporary", [name]
-    ).fetchall()
-    if legacy:
-        con.execute(f"ALTER TABLE raw.{name} RENAME TO {name}_landed")
-
-
 def landed_tables(con) -> list[str]:
     """Every raw table a load writes row by row (qualified names)."""
     rows = con.execute(
@@ -128,14 +119,15 @@ def ensure_raw_schema(con) -> None:
         CREATE TABLE IF NOT EXISTS raw.load_log (
             load_id VARCHAR PRIMARY KEY, load_seq BIGINT, source VARCHAR, mode VARCHAR, landing VARCHAR,
             since VARCHAR, transaction_time VARCHAR, transaction_at TIMESTAMPTZ, started_at TIMESTAMPTZ,
-            finished_at TIMESTAMPTZ, status VARCHAR, files INTEGER, export_errors INTEGER, message VARCHAR)""")
-    # what the extract had to work around (a type the EHR refused, an unsupported _typeFilter)
+            finished_at TIMESTAMPTZ, status VARCHAR, files INTEGER, export_errors INTEGER, message VARCHAR,
+            warnings VARCHAR)""")
+    # warnings: what the extract had to work around (a type the EHR refused, an unsupported _typeFilter); a
+    # warehouse from before the column gets it here
     con.execute("ALTER TABLE raw.load_log ADD COLUMN IF NOT EXISTS warnings VARCHAR")
     con.execute("""
         CREATE TABLE IF NOT EXISTS raw.load_counts (
             load_id VARCHAR, resource_type VARCHAR, read BIGINT, loaded BIGINT, duplicate BIGINT,
             quarantined BIGINT, tombstones BIGINT)""")
-    _rename_legacy_table(con, "quarantine")
     con.execute("""
         CREATE TABLE IF NOT EXISTS raw.quarantine_landed (
             load_id VARCHAR, resource_type VARCHAR, file VARCHAR, line_number BIGINT, raw_text VARCHAR,
@@ -152,7 +144,6 @@ def ensure_type_tables(con, resource_type: str) -> str:
     stem = table_stem(resource_type)
     # zstd for the raw JSON: faster to write and smaller than DuckDB's default (FSST) on FHIR NDJSON
     extra = ", value_score DOUBLE, value_source VARCHAR, is_final BOOLEAN" if resource_type == "Observation" else ""
-    _rename_legacy_table(con, f"{stem}_versions")
     con.execute(f"""
         CREATE TABLE IF NOT EXISTS raw.{stem}_versions_landed (
             resource_id VARCHAR NOT NULL, version_id VARCHAR, version_key VARCHAR NOT NULL,

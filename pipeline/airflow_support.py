@@ -86,7 +86,7 @@ def record_failure(context: dict) -> None:
         try:
             ensure_quality_schema(con)
             con.execute(
-                "INSERT INTO quality.alerts VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO quality.alerts (alerted_at, dag_id, run_id, task_id, message) VALUES (?, ?, ?, ?, ?)",
                 [datetime.now(UTC), dag_id, run_id, task_id, alert["message"]],
             )
         finally:

@@ -6,49 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline import commands
+from pipeline.cli_support import CliError, _port, _positive, _progress
+
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
-
-
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit code 2."""
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {v}")
-        return v
-
-    return parse
-
-
-_positive = _int_at_least(1)
-_non_negative = _int_at_least(0)
-
-
-def _port(text: str) -> int:
-    v = _non_negative(text)
-    if v > 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {v}")
-    return v
-
-
-def _progress(label: str):
-    def report(done: int, total: int) -> None:
-        print(
-            f"\r  {label}: {done:,}/{total:,} ({100 * done // max(1, total)}%)",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-        if done >= total:
-            print(file=sys.stderr)
-
-    return report
 
 
 # --- ehr ---------------------------------------------------------------------------------------------
@@ -253,8 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     kj.add_argument("--key", help="private key PEM (default: OUTCOMES_PRIVATE_KEY_PATH or OUTCOMES_PRIVATE_KEY)")
     kj.add_argument("--kid", help="key id (default: OUTCOMES_CLIENT_KID, else the RFC 7638 thumbprint)")
     kj.set_defaults(func=cmd_keys_jwks)
-
-    from pipeline import commands
 
     commands.register(sub)
     return p

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline.cli_support import CliError, _port, _positive
 from pipeline.settings import Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from pipeline.cli import CliError
-
     try:
         return Settings.from_env(
             ehr_url=getattr(args, "ehr_url", None),
@@ -26,7 +25,6 @@ def _run(fn, *a, **kw):
     """Run a step, turning expected failures into one clear line."""
     from ingestion.fhir_client import ExtractError
     from ingestion.warehouse import WarehouseBusy
-    from pipeline.cli import CliError
     from pipeline.steps import QualityGateError
     from pipeline.transform import TransformError
 
@@ -59,7 +57,6 @@ def cmd_transform(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from pipeline import steps
-    from pipeline.cli import CliError
 
     settings = _settings(args)
     suites = ["raw", "marts"] if args.suite == "all" else [args.suite]
@@ -78,7 +75,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     from pipeline import refresh
-    from pipeline.cli import CliError
 
     settings = _settings(args)
     if not args.from_dir and not settings.ehr_url:
@@ -100,8 +96,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             in_process=args.in_process,
         )
     except RuntimeError as e:
-        from pipeline.cli import CliError
-
         raise CliError(str(e)) from None
     return 0
 
@@ -119,8 +113,6 @@ def _common(p: argparse.ArgumentParser, ehr: bool = False) -> None:
 
 
 def register(sub) -> None:
-    from pipeline.cli import _port, _positive
-
     e = sub.add_parser(
         "extract",
         help="pull from the EHR into the landing folder (incremental by default)",

@@ -195,7 +195,7 @@ def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, ful
     from expectations import scope as raw_scope
     from expectations.gate import run_suite
     from expectations.store import ensure_quality_schema
-    from expectations.suites import mart_checks, mart_frames, raw_checks, raw_fingerprinted_seeds, raw_frames
+    from expectations.suites import mart_checks, mart_frames, raw_checks, raw_frames, raw_suite_files
     from ingestion.warehouse import connect, ensure_raw_schema
     from pipeline.publish import BUILD_SCHEMA
 
@@ -204,7 +204,7 @@ def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, ful
         if suite == "raw":
             ensure_raw_schema(con)
             ensure_quality_schema(con)
-            fingerprint = raw_scope.checks_fingerprint(raw_fingerprinted_seeds())
+            fingerprint = raw_scope.checks_fingerprint(raw_suite_files())
             scope = raw_scope.plan(con, fingerprint, force_full=full)
             in_scope = raw_scope.materialize(con, scope)
             log(
