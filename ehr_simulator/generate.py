@@ -6,6 +6,7 @@ Deterministic: the same configuration produces the same bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -168,7 +169,6 @@ def load_config(out: Path) -> GeneratorConfig:
 
 def continue_clinic(out: Path, days: int, progress=None) -> dict:
     """Extend an existing clinic by `days` more days: same seed, later as-of, new and amended resources."""
-    import dataclasses
 
     cfg = load_config(out)
     return generate(dataclasses.replace(cfg, continue_days=cfg.continue_days + days), out, progress)

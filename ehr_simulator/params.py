@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 PROTOCOLS = ("ketamine_only", "ketamine_cbt", "ketamine_mbrp", "ketamine_kap")
 INSTRUMENT_SYSTEM = "https://ketamine-outcomes.org/fhir/CodeSystem/instrument"
@@ -180,7 +180,6 @@ class GeneratorConfig:
 
     @property
     def as_of_day(self) -> date:
-        from datetime import timedelta
 
         return self.start + timedelta(days=self.history_days + self.continue_days)
 

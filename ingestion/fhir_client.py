@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -64,7 +65,6 @@ def outcome_text(resp: httpx.Response) -> str:
 
 def _one_line(text: str) -> str:
     """An error page's text without its markup, on one line (an HTML 404 page would otherwise fill the log)."""
-    import re
 
     return " ".join(re.sub(r"<[^>]*>", " ", text).split())[:200]
 

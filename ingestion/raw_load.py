@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -204,7 +205,6 @@ class Loader:
         writer thread): the insert compresses a row group on one core, so the other classifies the next batch
         meanwhile. A batch's dedupe sees the versions the batch before it is still writing through
         `in_flight`; every earlier batch is committed before it begins."""
-        from concurrent.futures import Future, ThreadPoolExecutor
 
         import polars as pl
 

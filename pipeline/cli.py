@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +17,6 @@ DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 
 # --- ehr ---------------------------------------------------------------------------------------------
 def cmd_ehr_generate(args: argparse.Namespace) -> int:
-    import dataclasses
 
     from ehr_simulator.generate import continue_clinic, generate, load_config
     from ehr_simulator.params import GeneratorConfig, MessRates
@@ -66,7 +68,6 @@ def cmd_ehr_serve(args: argparse.Namespace) -> int:
 
 def cmd_ehr_register(args: argparse.Namespace) -> int:
     """Register a client with the stand-in EHR by its public JWKS, as a clinic registers its app with an EHR."""
-    import json
 
     from ehr_simulator.auth import register_jwks
     from pipeline.local_ehr import register_new_client
@@ -90,7 +91,6 @@ def cmd_ehr_register(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
-    import json
 
     from ingestion.client_keys import jwks, new_private_key, write_private_key
 
@@ -109,8 +109,6 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_jwks(args: argparse.Namespace) -> int:
-    import json
-    import os
 
     from ingestion.client_keys import jwks
 

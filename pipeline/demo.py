@@ -7,6 +7,7 @@ nightly schedule runs; `--in-process` runs the same steps through `outcomes refr
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,6 @@ def run_dag(airflow_home: Path, outcomes_env: dict[str, str], log=print) -> None
 
 
 def _task_states(log_file: Path) -> dict[str, str]:
-    import re
 
     states: dict[str, str] = {}
     current = None

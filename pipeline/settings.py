@@ -7,8 +7,10 @@ never printed: the repr shows only whether a key is present.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ENV_PREFIX = "OUTCOMES_"
 DEFAULT_EXPORT_TYPES = ("Patient", "Condition", "CarePlan", "MedicationAdministration", "Observation", "Procedure")
@@ -64,7 +66,6 @@ class Settings:
         return cls(**values).validated()
 
     def validated(self) -> Settings:
-        import re
 
         if self.extract_mode not in ("bulk", "search"):
             raise ValueError(f"extract mode must be 'bulk' or 'search', not {self.extract_mode!r}")
@@ -76,7 +77,6 @@ class Settings:
         bad = [f for f in self.type_filters if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}\?.+", f)]
         if bad:
             raise ValueError(f"OUTCOMES_TYPE_FILTERS entries look like Observation?code=..., got {bad}")
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         try:
             ZoneInfo(self.clinic_tz)

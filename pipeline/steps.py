@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,7 +191,6 @@ def quality_docs_dir(settings: Settings) -> Path:
 
 
 def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, full: bool = False):
-    import time
 
     from expectations import scope as raw_scope
     from expectations.gate import run_suite

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Callable
@@ -57,7 +58,6 @@ def dbt_invoke(warehouse: Path, args: list[str], dbt_vars: dict | None = None, q
 def _release_duckdb() -> None:
     """dbt-duckdb keeps its database open for the life of the process; the next step (or an analyst in the
     same Python session) must be able to open the file afterwards."""
-    import gc
 
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
