@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 DEFAULT_SEEDS = Path(__file__).resolve().parents[1] / "dbt_project" / "seeds"
+DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
 
 
 def instrument_ranges(seeds: Path = DEFAULT_SEEDS) -> list[dict]:
@@ -33,3 +34,10 @@ def plausible_range(measure: str, seeds: Path = DEFAULT_SEEDS) -> tuple[float, f
             if r["measure"] == measure:
                 return float(r["min_value"]), float(r["max_value"])
     raise KeyError(f"no row for {measure!r} in {seeds / 'plausible_ranges.csv'}")
+
+
+def staging_files() -> list[str]:
+    """What the staging views are made of: their SQL and the macros it calls."""
+    return [str(p) for p in sorted((DBT_PROJECT / "models" / "staging").rglob("*.sql"))] + [
+        str(DBT_PROJECT / "macros" / "fhir.sql")
+    ]

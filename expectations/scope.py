@@ -13,16 +13,19 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from expectations.fhir_sql import patient_ref
 from expectations.store import QUARANTINE_TABLE
 
 SCOPE_TABLE = "gate_scope"  # a temp table: (resource_type, resource_id)
-PATIENT_LINKED = {  # resource type -> versions table, for rows that name a patient
-    "Observation": "observation",
-    "MedicationAdministration": "medication_administration",
-    "Procedure": "procedure",
+PATIENT_LINKED = {  # resource type -> (versions table, staging view and its id column), for rows naming a patient
+    "Observation": ("observation", "stg_fhir__observations", "observation_id"),
+    "MedicationAdministration": (
+        "medication_administration",
+        "stg_fhir__medication_administrations",
+        "medication_administration_id",
+    ),
+    "Procedure": ("procedure", "stg_fhir__procedures", "procedure_id"),
 }
-SCOPED_TYPES = {**PATIENT_LINKED, "Patient": "patient"}
+SCOPED_TYPES = {**{t: v[0] for t, v in PATIENT_LINKED.items()}, "Patient": "patient"}
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,11 @@ def materialize(con, scope: RawScope) -> dict[str, int]:
         [since],
     ).fetchall()[0][0]
     if gone:  # rare: only then is it worth reading every record's subject
-        for rtype, stem in PATIENT_LINKED.items():
+        for rtype, (_, view, id_column) in PATIENT_LINKED.items():
             con.execute(
                 f"""INSERT INTO {SCOPE_TABLE}
-                    SELECT ?, resource_id FROM raw.{stem}_current
-                    WHERE {patient_ref("$.subject.reference")} IN (
+                    SELECT ?, {id_column} FROM staging.{view}
+                    WHERE patient_id IN (
                         SELECT resource_id FROM raw.patient_versions WHERE load_seq > ?
                         EXCEPT SELECT resource_id FROM raw.patient_current)""",
                 [rtype, since],

@@ -194,16 +194,21 @@ def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, ful
 
     from expectations import scope as raw_scope
     from expectations.gate import run_suite
+    from expectations.reference import staging_files
     from expectations.store import ensure_quality_schema
     from expectations.suites import mart_checks, mart_frames, raw_checks, raw_frames, raw_suite_files
     from ingestion.warehouse import connect, ensure_raw_schema
     from pipeline.publish import BUILD_SCHEMA
+    from pipeline.transform import ensure_staging
 
     con = connect(settings.warehouse)
     try:
         if suite == "raw":
             ensure_raw_schema(con)
             ensure_quality_schema(con)
+            con.close()  # dbt needs the file to itself
+            ensure_staging(Path(settings.warehouse), {"clinic_timezone": settings.clinic_tz}, staging_files(), log=log)
+            con = connect(settings.warehouse)
             fingerprint = raw_scope.checks_fingerprint(raw_suite_files())
             scope = raw_scope.plan(con, fingerprint, force_full=full)
             in_scope = raw_scope.materialize(con, scope)

@@ -76,13 +76,16 @@ def build(
     quiet: bool = False,
     full_refresh: bool = False,
     unit_tests: bool = False,
+    data_tests: bool = True,
 ) -> dict:
     """`dbt build` (incremental models rebuilt whole if `full_refresh`); raises TransformError naming what
     failed. Unit tests run only if asked: their fixtures are fixed, so they test the code, not the night's
     data (dbt's advice: run them in development and CI, not in production builds)."""
-    args = ["build"] + (["--select", select] if select else []) + (["--full-refresh"] if full_refresh else [])
+    args = ["build"] + (["--select", *select.split()] if select else []) + (["--full-refresh"] if full_refresh else [])
     if not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
+    if not data_tests:
+        args += ["--exclude-resource-type", "test"]
     result = dbt_invoke(warehouse, args, dbt_vars, quiet)
     if result.exception is not None:
         raise TransformError(f"dbt could not run: {result.exception}")
@@ -97,3 +100,39 @@ def build(
         raise TransformError("dbt build failed:\n  " + "\n  ".join(failed or ["see the dbt log above"]))
     log(f"dbt build: {', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}")
     return statuses
+
+
+STAGING_SELECTION = "resource_type:seed path:models/staging"
+
+
+def ensure_staging(warehouse: Path, dbt_vars: dict, files: list[str], log: Callable[[str], None] = print) -> bool:
+    """The staging views and seed tables the raw gate reads (the one FHIR parser), built by dbt when missing or
+    when what they are made of -- `files`, the seeds, the dbt vars -- changed since; True if it built them."""
+    import hashlib
+
+    from ingestion.warehouse import connect
+
+    project = Path(os.environ.get("OUTCOMES_DBT_PROJECT_DIR", DBT_PROJECT))
+    h = hashlib.sha256(json.dumps(dbt_vars, sort_keys=True).encode())
+    for f in [*files, *sorted(str(p) for p in (project / "seeds").glob("*.csv")), str(project / "dbt_project.yml")]:
+        h.update(Path(f).read_bytes())
+    fingerprint = h.hexdigest()[:16]
+    con = connect(warehouse)
+    try:
+        con.execute("CREATE TABLE IF NOT EXISTS quality.staging_builds (fingerprint VARCHAR, built_at TIMESTAMPTZ)")
+        last = con.execute("SELECT fingerprint FROM quality.staging_builds ORDER BY built_at DESC LIMIT 1").fetchall()
+        views = con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE schema_name = 'staging' AND view_name LIKE 'stg_fhir__%'"
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    if last and last[0][0] == fingerprint and views > 0:
+        return False
+    log("staging views and seeds: building them first (new, or their SQL, seeds or vars changed)")
+    build(warehouse, dbt_vars, select=STAGING_SELECTION, log=log, quiet=True, data_tests=False)
+    con = connect(warehouse)
+    try:
+        con.execute("INSERT INTO quality.staging_builds (fingerprint, built_at) VALUES (?, now())", [fingerprint])
+    finally:
+        con.close()
+    return True

@@ -5,6 +5,7 @@ select
     is_final,
     {{ fhir_reference_id('resource', '$.subject.reference', 'Patient') }} as patient_id,
     {{ fhir_codings('resource', '$.code.coding') }} as codings,
+    json_extract_string(resource, '$.category[0].coding[0].code') as category_code,
     json_extract_string(resource, '$.effectiveDateTime') as effective_raw,
     {{ fhir_precision("json_extract_string(resource, '$.effectiveDateTime')") }} as effective_precision,
     {{ fhir_datetime("json_extract_string(resource, '$.effectiveDateTime')") }} as effective_at,

@@ -1,5 +1,6 @@
 select
     resource_id as procedure_id,
+    version_id,
     status as procedure_status,
     {{ fhir_reference_id('resource', '$.subject.reference', 'Patient') }} as patient_id,
     {{ fhir_codings('resource', '$.code.coding') }} as codings,
