@@ -8,6 +8,7 @@ added afterwards. Faults can be switched per run (CLI flags) or at run time (POS
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import time
@@ -167,6 +168,7 @@ class EHR:
         self.kickoffs = 0
         self.search_calls = 0
         self.deleted_jobs: set[str] = set()
+        self.admin_token = _write_admin_token(data_dir)
         self._apply_faults()
 
     def _apply_faults(self) -> None:
@@ -540,6 +542,9 @@ class EHR:
 
     # --- admin ----------------------------------------------------------------------------------
     async def admin_faults(self, request: Request) -> Response:
+        # only who can read the clinic folder (the admin token file is 0600) may switch faults
+        if not secrets.compare_digest(request.headers.get("x-admin-token", ""), self.admin_token):
+            return outcome(403, "forbidden", f"X-Admin-Token required (the token is in {ADMIN_TOKEN_FILE})")
         if request.method == "POST":
             try:
                 body = orjson.loads(await request.body() or b"{}")
@@ -548,6 +553,21 @@ class EHR:
                 return outcome(400, "invalid", f"faults must be a JSON object of booleans: {e}")
             self._apply_faults()
         return JSONResponse(asdict(self.faults))
+
+
+ADMIN_TOKEN_FILE = "_ehr/admin_token"
+
+
+def _write_admin_token(data_dir: Path) -> str:
+    """A fresh token for /_admin/faults, in a file only the folder's owner can read."""
+    token = secrets.token_urlsafe(24)
+    path = data_dir / ADMIN_TOKEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return token
 
 
 def _ndjson_response(chunks, gzipped: bool, total: int, limit: int) -> Response:

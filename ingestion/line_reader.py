@@ -13,6 +13,7 @@ import gzip
 import io
 import queue
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,12 +63,18 @@ def _line_blocks(path: Path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
     """(block of whole lines, number of its first line); only the file's last block may lack a final newline."""
     opener = gzip.open if path.name.endswith(".gz") else open
     first = 1
-    with opener(path, "rb") as f:
-        while block := f.read(block_bytes):
-            if not block.endswith(b"\n"):
-                block += f.readline()  # the rest of the last line (of a line longer than a block, too)
-            yield block, first
-            first += block.count(b"\n")
+    try:
+        with opener(path, "rb") as f:
+            while block := f.read(block_bytes):
+                if not block.endswith(b"\n"):
+                    block += f.readline()  # the rest of the last line (of a line longer than a block, too)
+                yield block, first
+                first += block.count(b"\n")
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        # nothing of this load becomes visible: the file must be fetched again, not half-read
+        raise ValueError(
+            f"{path} is damaged after line {first - 1} ({e}); download or copy it again, then rerun the load"
+        ) from None
 
 
 def lines_in_python(block: bytes, first: int):

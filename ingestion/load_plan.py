@@ -63,7 +63,13 @@ def plan_from_directory(folder: Path, source: str | None = None) -> LoadPlan:
         for key, kind in (("output", "ndjson"), ("deleted", "deleted"), ("error", "errors")):
             for o in m.get(key) or []:
                 url = o["url"].split("/")[-1] if "://" in o["url"] else o["url"]
-                files.append(InputFile(folder / url, kind, o.get("type") if kind == "ndjson" else None, url))
+                path = (folder / url).resolve()
+                if not path.is_relative_to(folder):  # `../../etc/passwd`, `/etc/os-release`, a link out
+                    raise ValueError(
+                        f"{manifest} lists {url!r} in {key}[], outside {folder}: refusing to read it "
+                        "(a downloaded export keeps its files beside its manifest)"
+                    )
+                files.append(InputFile(path, kind, o.get("type") if kind == "ndjson" else None, url))
         if any(f.kind == "deleted" for f in files) and not transaction_time:
             raise ValueError(f"{manifest} lists deleted[] but no transactionTime to date the deletions")
     else:

@@ -75,7 +75,8 @@ class EHRProcess:
         raise RuntimeError("EHR server did not start within 60 s")
 
     def set_faults(self, **faults: bool) -> None:
-        httpx.post(f"{self.base}/_admin/faults", json=faults).raise_for_status()
+        token = (self.data / "_ehr" / "admin_token").read_text()
+        httpx.post(f"{self.base}/_admin/faults", json=faults, headers={"X-Admin-Token": token}).raise_for_status()
 
     def alive(self) -> bool:
         return self.proc.poll() is None

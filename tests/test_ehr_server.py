@@ -432,3 +432,13 @@ def test_keys_cli_prints_a_jwks_the_ehr_registers(tmp_path, small_clinic):
         "ehr", "register-client", "--data", str(small_clinic), "--jwks", str(tmp_path / "bad.json"), check=False
     )
     assert bad.returncode != 0 and "private key material" in bad.stderr
+
+
+def test_faults_can_be_switched_only_with_the_admin_token(ehr):
+    assert httpx.post(f"{ehr.base}/_admin/faults", json={"slow": True}).status_code == 403
+    wrong = {"X-Admin-Token": "guess"}
+    assert httpx.post(f"{ehr.base}/_admin/faults", json={"slow": True}, headers=wrong).status_code == 403
+    assert (ehr.data / "_ehr" / "admin_token").stat().st_mode & 0o777 == 0o600
+    ehr.set_faults(slow=True)  # reads the token from the clinic folder, as its owner can
+    token = {"X-Admin-Token": (ehr.data / "_ehr" / "admin_token").read_text()}
+    assert httpx.get(f"{ehr.base}/_admin/faults", headers=token).json()["slow"] is True

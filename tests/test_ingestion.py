@@ -601,3 +601,56 @@ def test_from_dir_applies_the_manifests_deleted_and_records_its_errors(tmp_path)
 
 def _delete(url: str) -> dict:
     return {"request": {"method": "DELETE", "url": url}}
+
+
+def test_a_manifest_cannot_point_outside_its_folder(tmp_path):
+    secret = tmp_path / "secret.ndjson"
+    secret.write_text('{"resourceType": "Patient", "id": "leak"}\n')
+    for url in ("../secret.ndjson", str(secret), "/etc/os-release"):
+        export = tmp_path / f"export-{abs(hash(url))}"
+        export.mkdir()
+        (export / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "transactionTime": "2026-11-30T00:00:00Z",
+                    "output": [],
+                    "error": [{"type": "OperationOutcome", "url": url}],
+                }
+            )
+        )
+        wh = tmp_path / "wh.duckdb"
+        proc = outcomes("load", "--from-dir", str(export), "--warehouse", str(wh), check=False)
+        assert proc.returncode != 0 and "outside" in proc.stderr and "Traceback" not in proc.stderr, url
+    if wh.exists():
+        con = duckdb.connect(str(wh), read_only=True)
+        try:
+            assert con.execute("SELECT count(*) FROM raw.export_errors").fetchall()[0][0] == 0
+        finally:
+            con.close()
+
+
+def test_a_truncated_gzip_file_fails_the_load_naming_the_file(tmp_path):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    lines = b"".join(
+        orjson.dumps(
+            {
+                "resourceType": "Patient",
+                "id": f"p{i}",
+                "meta": {"versionId": "1", "lastUpdated": "2026-11-30T00:00:00Z"},
+            }
+        )
+        + b"\n"
+        for i in range(2000)
+    )
+    packed = gzip.compress(lines)
+    (folder / "Patient.ndjson.gz").write_bytes(packed[: len(packed) // 2])
+    wh = tmp_path / "wh.duckdb"
+    proc = outcomes("load", "--from-dir", str(folder), "--warehouse", str(wh), check=False)
+    assert proc.returncode != 0 and "Patient.ndjson.gz is damaged" in proc.stderr and "Traceback" not in proc.stderr
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        assert con.execute("SELECT status FROM raw.load_log").fetchall() == [("failed",)]
+        assert con.execute("SELECT count(*) FROM raw.patient_versions").fetchall()[0][0] == 0
+    finally:
+        con.close()
