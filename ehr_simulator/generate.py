@@ -169,6 +169,5 @@ def load_config(out: Path) -> GeneratorConfig:
 
 def continue_clinic(out: Path, days: int, progress=None) -> dict:
     """Extend an existing clinic by `days` more days: same seed, later as-of, new and amended resources."""
-
     cfg = load_config(out)
     return generate(dataclasses.replace(cfg, continue_days=cfg.continue_days + days), out, progress)

@@ -180,7 +180,6 @@ class GeneratorConfig:
 
     @property
     def as_of_day(self) -> date:
-
         return self.start + timedelta(days=self.history_days + self.continue_days)
 
     def to_json(self) -> dict:

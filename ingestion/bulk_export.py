@@ -16,6 +16,7 @@ import httpx
 from ingestion.fhir_client import ExtractError, FhirClient, is_transient, outcome_text, retry_after_seconds
 from ingestion.landing import (
     ABANDONED,
+    DEFAULT_EXPORT_TYPES,
     DESCRIPTOR,
     JOB,
     new_export_dir,
@@ -24,7 +25,6 @@ from ingestion.landing import (
     write_json_atomic,
 )
 
-DEFAULT_TYPES = ("Patient", "Condition", "CarePlan", "MedicationAdministration", "Observation", "Procedure")
 REJECTION_STATUSES = (400, 403, 404, 422)
 
 
@@ -49,7 +49,7 @@ class BulkExporter:
         landing_root: Path,
         group_id: str,
         source: str,
-        types: tuple[str, ...] = DEFAULT_TYPES,
+        types: tuple[str, ...] = DEFAULT_EXPORT_TYPES,
         log: Callable[[str], None] = print,
         poll_timeout_s: float = 3600,
         download_attempts: int = 5,

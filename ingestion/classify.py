@@ -3,7 +3,7 @@ find the versions not stored yet, insert them. DuckDB does it as set operations 
 
 from __future__ import annotations
 
-from ingestion.warehouse import FINAL_STATUSES, OBSERVATION_STATUSES
+from ingestion.warehouse import FINAL_STATUSES, OBSERVATION_STATUSES, RESOURCE_TYPE_PATTERN
 
 _PATHS = [
     "$.resourceType",
@@ -27,7 +27,7 @@ WITH parsed AS (
     FROM batch
 ), fields AS (
     SELECT file, line_number, line, fallback, declared_type, f IS NOT NULL AS valid,
-           regexp_full_match(f[1], '[A-Z][A-Za-z]{{1,63}}') AS type_well_formed,
+           regexp_full_match(f[1], '{RESOURCE_TYPE_PATTERN}') AS type_well_formed,
            f[1] AS resource_type, f[2] AS resource_id, f[3] AS version_id, f[4] AS last_updated,
            f[5] AS status,
            CASE WHEN f[1] = 'Observation' THEN

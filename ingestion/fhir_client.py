@@ -65,7 +65,6 @@ def outcome_text(resp: httpx.Response) -> str:
 
 def _one_line(text: str) -> str:
     """An error page's text without its markup, on one line (an HTML 404 page would otherwise fill the log)."""
-
     return " ".join(re.sub(r"<[^>]*>", " ", text).split())[:200]
 
 

@@ -13,6 +13,8 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
+# the resource types an extract asks for unless told otherwise (OUTCOMES_EXPORT_TYPES)
+DEFAULT_EXPORT_TYPES = ("Patient", "Condition", "CarePlan", "MedicationAdministration", "Observation", "Procedure")
 JOB = "job.json"
 DESCRIPTOR = "landing.json"
 ABANDONED = "abandoned.json"

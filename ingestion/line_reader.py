@@ -22,8 +22,8 @@ import orjson
 # A frame handed to DuckDB in one Arrow chunk is scanned by one thread; in chunks this size both cores
 # classify it.
 SCAN_CHUNK_ROWS = 16_384
-# Under glibc's largest mmap threshold (32 MiB), so the block buffers come from the heap and are reused
-# (a fresh mmap per block at 32 MiB; figures in docs/operations.md).
+# Below glibc's largest mmap threshold, so the block buffers come from the heap and are reused rather than
+# mapped afresh for every block (figures in docs/operations.md).
 READ_BLOCK_BYTES = 16 * 2**20
 _SEPARATOR = b"\x1f"  # never in valid JSON text (raw control characters must be escaped there)
 _ASCII_WHITESPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes: a line of only these is blank
@@ -53,7 +53,7 @@ def _scan_chunks(frame):
 
 def as_arrow(frame):
     """The frame as Arrow string views, zero-copy, for DuckDB to scan: registered as a polars frame it is
-    converted to Arrow's older large_string layout, a copy of every line (~0.06 s a batch)."""
+    converted to Arrow's older large_string layout, a copy of every line."""
     import polars as pl
 
     return frame.to_arrow(compat_level=pl.CompatLevel.newest())

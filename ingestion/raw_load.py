@@ -14,7 +14,6 @@ writing the previous one (a writer thread on a second cursor).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,9 +27,11 @@ from ingestion.load_log import record_failure, start_load, transaction, write_lo
 from ingestion.load_plan import InputFile, LoadPlan, plan_from_directory, plan_from_landing
 from ingestion.warehouse import (
     KNOWN_TYPES,
+    RESOURCE_TYPE_PATTERN,
     duckdb_settings,
     ensure_raw_schema,
     ensure_type_tables,
+    is_resource_type,
     memory_limit,
     size_in_bytes,
     table_stem,
@@ -55,7 +56,6 @@ class LoadResult:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     tombstones: int = 0
     export_errors: int = 0
-    pending_errors: list[tuple] = field(default_factory=list, repr=False)  # written when the load commits
 
     def totals(self) -> dict[str, int]:
         keys = ("read", "loaded", "duplicate", "quarantined")
@@ -119,53 +119,45 @@ class Loader:
         threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
         with duckdb_settings(con, memory_limit=smaller, threads=_load_threads(threads)):
             try:
-                load_seq = self._start(plan, started)
+                load_seq = start_load(con, plan, started)
                 params = {"source": plan.source, "load_id": plan.load_id, "load_seq": load_seq, "landed_at": started}
-                self._load_everything(plan, params, result)
-                with self._transaction():  # the data becomes visible with its watermark, all at once
-                    self._record_counts(plan, result)
-                    self._write_log(plan, load_seq, "committed", started, result.export_errors, None)
+                export_errors = self._load_everything(plan, params, result)
+                with transaction(con):  # the data becomes visible with its watermark, all at once
+                    self._record_counts(plan, result, export_errors)
+                    write_log(con, plan, load_seq, "committed", started, result.export_errors, None)
             except BaseException as e:
                 record_failure(con, plan, load_seq, started, e)
                 raise
         return result
 
-    def _transaction(self):
-        return transaction(self.con)
-
-    def _start(self, plan: LoadPlan, started: datetime) -> int:
-        return start_load(self.con, plan, started)
-
-    def _write_log(self, plan, load_seq, status, started, export_errors, message) -> None:
-        write_log(self.con, plan, load_seq, status, started, export_errors, message)
-
-    def _load_everything(self, plan: LoadPlan, params: dict, result: LoadResult) -> None:
-        """Records, then deletions (a manifest lists output[] first), then the export's errors; counts checked."""
+    def _load_everything(self, plan: LoadPlan, params: dict, result: LoadResult) -> list[tuple]:
+        """Records, then deletions (a manifest lists output[] first); counts checked. Returns the export's
+        errors, which are written when the load commits."""
         self._load_records([f for f in plan.files if f.kind in ("ndjson", "bundle")], params, result)
         export_errors: list[tuple] = []
         for f in plan.files:
             if f.kind == "deleted":
-                with self._transaction():
+                with transaction(self.con):
                     self._load_deletions(f, plan, params, result)
             elif f.kind == "errors":
                 export_errors += self._read_errors(f, plan)
         result.export_errors = len(export_errors)
-        result.pending_errors = export_errors
         for rtype, c in result.counts.items():
             if c["read"] != c["loaded"] + c["duplicate"] + c["quarantined"]:
                 raise AssertionError(f"counts do not reconcile for {rtype}: {c}")
+        return export_errors
 
-    def _record_counts(self, plan: LoadPlan, result: LoadResult) -> None:
+    def _record_counts(self, plan: LoadPlan, result: LoadResult, export_errors: list[tuple]) -> None:
         for rtype, c in sorted(result.counts.items()):
             self.con.execute(
                 """INSERT INTO raw.load_counts (load_id, resource_type, read, loaded, duplicate, quarantined,
                        tombstones) VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 [plan.load_id, rtype, c["read"], c["loaded"], c["duplicate"], c["quarantined"], c["tombstones"]],
             )
-        if result.pending_errors:
+        if export_errors:
             self.con.executemany(
                 "INSERT INTO raw.export_errors (load_id, file, line_number, outcome) VALUES (?, ?, ?, ?)",
-                result.pending_errors,
+                export_errors,
             )
 
     def _counts(self, result: LoadResult, rtype: str) -> dict[str, int]:
@@ -184,11 +176,12 @@ class Loader:
         """The resource types a batch can write: its file's declared type (lines of another type are
         quarantined), else the well-formed types its lines name (Bundles, files named for no type)."""
         if f.declared_type is not None:
-            return [f.declared_type] if re.fullmatch(r"[A-Z][A-Za-z]{1,63}", f.declared_type) else []
+            return [f.declared_type] if is_resource_type(f.declared_type) else []
         rows = cur.execute(
             """SELECT DISTINCT t FROM (SELECT json_extract_string(line, '$.resourceType') AS t FROM batch
                                        WHERE line IS NOT NULL AND json_valid(line))
-               WHERE regexp_full_match(t, '[A-Z][A-Za-z]{1,63}')"""
+               WHERE regexp_full_match(t, $pattern)""",
+            {"pattern": RESOURCE_TYPE_PATTERN},
         ).fetchall()
         return sorted(r[0] for r in rows)
 

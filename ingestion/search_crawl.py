@@ -13,9 +13,9 @@ from pathlib import Path
 
 import orjson
 
-from ingestion.bulk_export import DEFAULT_TYPES, ExportResult, _now
+from ingestion.bulk_export import ExportResult, _now
 from ingestion.fhir_client import FhirClient
-from ingestion.landing import DESCRIPTOR, JOB, new_export_dir, write_json_atomic
+from ingestion.landing import DEFAULT_EXPORT_TYPES, DESCRIPTOR, JOB, new_export_dir, write_json_atomic
 
 
 def _instant(text: str) -> datetime:
@@ -48,7 +48,7 @@ class SearchCrawler:
         landing_root: Path,
         group_id: str,
         source: str,
-        types: tuple[str, ...] = DEFAULT_TYPES,
+        types: tuple[str, ...] = DEFAULT_EXPORT_TYPES,
         page_size: int = 200,
         log: Callable[[str], None] = print,
         progress: Callable[[int, int], None] | None = None,

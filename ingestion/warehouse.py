@@ -19,6 +19,12 @@ KNOWN_TYPES = (
 )
 OBSERVATION_STATUSES = ("registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error")
 FINAL_STATUSES = ("final", "amended", "corrected")
+# a FHIR resource type name, as the loader accepts it (it becomes part of a table name)
+RESOURCE_TYPE_PATTERN = "[A-Z][A-Za-z]{1,63}"
+
+
+def is_resource_type(name: str) -> bool:
+    return re.fullmatch(RESOURCE_TYPE_PATTERN, name) is not None
 
 
 class WarehouseBusy(RuntimeError):
@@ -79,7 +85,7 @@ def duckdb_settings(con, **settings: object) -> Iterator[None]:
     (settings given as None are left alone)."""
     changed = {k: v for k, v in settings.items() if v is not None}
     previous = {k: con.execute("SELECT current_setting(?)", [k]).fetchall()[0][0] for k in changed}
-    if "memory_limit" in previous:  # DuckDB reads it back rounded ('953.6 MiB'): restore the configured text
+    if "memory_limit" in previous:  # DuckDB reads it back rounded to a display unit: restore the configured text
         previous["memory_limit"] = memory_limit()
     for k, v in changed.items():
         con.execute(f"SET {k} = '{v}'")
@@ -92,7 +98,7 @@ def duckdb_settings(con, **settings: object) -> Iterator[None]:
 
 def table_stem(resource_type: str) -> str:
     """MedicationAdministration -> medication_administration (validated: it becomes an identifier)."""
-    if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", resource_type):
+    if not is_resource_type(resource_type):
         raise ValueError(f"not a FHIR resource type name: {resource_type!r}")
     return re.sub(r"(?<!^)(?=[A-Z])", "_", resource_type).lower()
 

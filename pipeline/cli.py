@@ -17,7 +17,6 @@ DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 
 # --- ehr ---------------------------------------------------------------------------------------------
 def cmd_ehr_generate(args: argparse.Namespace) -> int:
-
     from ehr_simulator.generate import continue_clinic, generate, load_config
     from ehr_simulator.params import GeneratorConfig, MessRates
 
@@ -91,7 +90,6 @@ def cmd_ehr_register(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
-
     from ingestion.client_keys import jwks, new_private_key, write_private_key
 
     pem = new_private_key(args.alg)
@@ -109,7 +107,6 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_jwks(args: argparse.Namespace) -> int:
-
     from ingestion.client_keys import jwks
 
     path = args.key or os.environ.get("OUTCOMES_PRIVATE_KEY_PATH")

@@ -55,7 +55,6 @@ def run_dag(airflow_home: Path, outcomes_env: dict[str, str], log=print) -> None
 
 
 def _task_states(log_file: Path) -> dict[str, str]:
-
     states: dict[str, str] = {}
     current = None
     for line in log_file.read_text(errors="replace").splitlines():

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ingestion.landing import DEFAULT_EXPORT_TYPES
+from ingestion.warehouse import RESOURCE_TYPE_PATTERN, is_resource_type
+
 ENV_PREFIX = "OUTCOMES_"
-DEFAULT_EXPORT_TYPES = ("Patient", "Condition", "CarePlan", "MedicationAdministration", "Observation", "Procedure")
 
 
 @dataclass(frozen=True)
@@ -66,15 +68,14 @@ class Settings:
         return cls(**values).validated()
 
     def validated(self) -> Settings:
-
         if self.extract_mode not in ("bulk", "search"):
             raise ValueError(f"extract mode must be 'bulk' or 'search', not {self.extract_mode!r}")
-        bad = [t for t in self.export_types if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", t)]
+        bad = [t for t in self.export_types if not is_resource_type(t)]
         if bad or not self.export_types:
             raise ValueError(
                 f"OUTCOMES_EXPORT_TYPES must be FHIR resource type names separated by commas, got {bad or 'none'}"
             )
-        bad = [f for f in self.type_filters if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}\?.+", f)]
+        bad = [f for f in self.type_filters if not re.fullmatch(rf"{RESOURCE_TYPE_PATTERN}\?.+", f)]
         if bad:
             raise ValueError(f"OUTCOMES_TYPE_FILTERS entries look like Observation?code=..., got {bad}")
 

@@ -191,7 +191,6 @@ def quality_docs_dir(settings: Settings) -> Path:
 
 
 def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, full: bool = False):
-
     from expectations import scope as raw_scope
     from expectations.gate import run_suite
     from expectations.reference import staging_files
