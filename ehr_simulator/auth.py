@@ -108,6 +108,13 @@ class TokenIssuer:
                 raise AuthError("invalid_client", f"assertion rejected: {e}") from e
         if claims is None:
             raise AuthError("invalid_client", f"assertion rejected: {last_error}")
+        malformed = [
+            name
+            for name, kind in (("exp", (int, float)), ("sub", str), ("jti", str), ("iss", str))
+            if not isinstance(claims.get(name), kind) or isinstance(claims.get(name), bool)
+        ]
+        if malformed:
+            raise AuthError("invalid_client", f"assertion claim(s) of the wrong type: {', '.join(malformed)}")
         now = time.time()
         if claims["sub"] != client_id:
             raise AuthError("invalid_client", "sub must equal iss (the client_id)")

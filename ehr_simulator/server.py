@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -157,7 +158,13 @@ class Job:
 
 
 class EHR:
-    def __init__(self, data_dir: Path, faults: Faults | None = None, max_lines_per_file: int = 100_000) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        faults: Faults | None = None,
+        max_lines_per_file: int = 100_000,
+        admin: bool = False,
+    ) -> None:
         self.data_dir = data_dir
         self.faults = faults or Faults()
         self.max_lines_per_file = max_lines_per_file
@@ -168,7 +175,8 @@ class EHR:
         self.kickoffs = 0
         self.search_calls = 0
         self.deleted_jobs: set[str] = set()
-        self.admin_token = _write_admin_token(data_dir)
+        # the fault switch exists only on a server started for it (`ehr serve --admin`)
+        self.admin_token = _write_admin_token(data_dir) if admin else None
         self._apply_faults()
 
     def _apply_faults(self) -> None:
@@ -654,8 +662,78 @@ def _runs(entries: list[Entry]):
         yield start, length
 
 
-def create_app(data_dir: Path, faults: Faults | None = None, max_lines_per_file: int = 100_000) -> Starlette:
-    ehr = EHR(data_dir, faults, max_lines_per_file)
+class ClinicClockDate:
+    """Every response's Date header tells the clinic's clock (the served snapshot's as-of instant), like an
+    EHR whose clock its data agree with; uvicorn's own Date header (this machine's clock) is switched off."""
+
+    def __init__(self, app, ehr: EHR) -> None:
+        self.app = app
+        self.ehr = ehr
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_dated(message) -> None:
+            if message["type"] == "http.response.start":  # after the handler, which may have reloaded the data
+                clinic_now = format_datetime(parse_instant(self.ehr.index.transaction_time), usegmt=True).encode()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                message = {**message, "headers": [*headers, (b"date", clinic_now)]}
+            await send(message)
+
+        await self.app(scope, receive, send_dated)
+
+
+MAX_BODY_BYTES = 64 * 2**10  # a token request or an export's Parameters body is a few KB
+
+
+class BodyLimit:
+    """413 for a request body over MAX_BODY_BYTES, before any handler reads it: by Content-Length when sent,
+    else while it streams in (it is held, at most the limit, and handed on whole)."""
+
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._refuse(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send) -> None:
+        await outcome(413, "too-costly", f"request body over {self.max_bytes} bytes")(scope, receive, send)
+
+
+def create_app(
+    data_dir: Path, faults: Faults | None = None, max_lines_per_file: int = 100_000, admin: bool = False
+) -> Starlette:
+    ehr = EHR(data_dir, faults, max_lines_per_file, admin)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return outcome(404, "not-found", f"no route for {request.method} {request.url.path}")
@@ -676,11 +754,12 @@ def create_app(data_dir: Path, faults: Faults | None = None, max_lines_per_file:
         Route("/Group/{group}", ehr.group),
         Route("/_jobs/{job}", ehr.job_status, methods=["GET", "DELETE"]),
         Route("/_files/{job}/{name}", ehr.download),
-        Route("/_admin/faults", ehr.admin_faults, methods=["GET", "POST"]),
+        *([Route("/_admin/faults", ehr.admin_faults, methods=["GET", "POST"])] if admin else []),
         Route("/{rtype}", ehr.search),
     ]
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(ClinicClockDate, ehr=ehr), Middleware(BodyLimit)],
         exception_handlers={
             404: not_found,
             405: method_not_allowed,
@@ -698,13 +777,14 @@ def serve(
     port: int = 8765,
     faults: Faults | None = None,
     max_lines_per_file: int = 100_000,
+    admin: bool = False,
 ) -> None:
     import uvicorn
 
-    app = create_app(data_dir, faults, max_lines_per_file)
+    app = create_app(data_dir, faults, max_lines_per_file, admin)
     print(
         f"EHR serving {data_dir} at http://{host}:{port} (faults: "
         f"{', '.join(k for k, v in asdict(app.state.ehr.faults).items() if v) or 'none'})",
         flush=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, date_header=False)

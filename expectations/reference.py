@@ -27,12 +27,15 @@ def seed_path(name: str, seeds: Path = DEFAULT_SEEDS) -> str:
     return str(seeds / f"{name}.csv")
 
 
-def plausible_range(measure: str, seeds: Path = DEFAULT_SEEDS) -> tuple[float, float]:
-    """(min, max) of a measure in the plausible_ranges seed."""
+def plausible_range(measure: str, seeds: Path = DEFAULT_SEEDS) -> tuple[float | None, float | None]:
+    """(min, max) of a measure in the plausible_ranges seed; None where the seed leaves a bound empty."""
     with open(seeds / "plausible_ranges.csv", newline="") as f:
         for r in csv.DictReader(f):
             if r["measure"] == measure:
-                return float(r["min_value"]), float(r["max_value"])
+                return (
+                    float(r["min_value"]) if r["min_value"] else None,
+                    float(r["max_value"]) if r["max_value"] else None,
+                )
     raise KeyError(f"no row for {measure!r} in {seeds / 'plausible_ranges.csv'}")
 
 

@@ -10,12 +10,14 @@ Severity:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from expectations import scope
 from expectations.reference import instrument_ranges, plausible_range, seed_path, staging_files
 
 CRITICAL, QUARANTINE, WARNING = "critical", "quarantine", "warning"
+FHIR_DATE = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?"
 IDENTIFYING_COLUMN = (
     r"(?i).*(?:name|family|given|mrn|identifier|address|phone|email|telecom|birth_?date|postal|zip|ssn).*"
 )
@@ -62,7 +64,7 @@ def raw_frames(scoped: bool = False) -> dict[str, Frame]:
             f"""
             WITH obs AS (
                 SELECT observation_id, version_id, patient_id, effective_raw, effective_at, value_score, codings,
-                       category_code
+                       category_code, is_final, data_absent_reason
                 FROM staging.stg_fhir__observations {only("Observation", "observation_id")}),
             mapped AS (
                 SELECT coded.observation_id, min(catalogue.instrument) AS instrument,
@@ -77,6 +79,9 @@ def raw_frames(scoped: bool = False) -> dict[str, Frame]:
                    patients.patient_id IS NOT NULL AS patient_exists,
                    obs.effective_raw, obs.effective_at, epoch(obs.effective_at) AS effective_epoch,
                    obs.value_score AS score, mapped.instrument,
+                   -- a final score Observation must have its score, or say why it has none
+                   NOT (mapped.instrument IS NOT NULL AND obs.is_final AND obs.value_score IS NULL
+                        AND obs.data_absent_reason IS NULL) AS score_present_or_explained,
                    mapped.instrument IS NOT NULL OR coalesce(mapped.is_weight, false) OR obs.category_code <> 'survey'
                        AS code_in_value_sets
             FROM obs
@@ -88,7 +93,8 @@ def raw_frames(scoped: bool = False) -> dict[str, Frame]:
         "infusions": Frame(
             f"""
             SELECT ma.medication_administration_id AS infusion_id, ma.version_id, ma.patient_id,
-                   patients.patient_id IS NOT NULL AS patient_exists, ma.started_raw, ma.started_at
+                   patients.patient_id IS NOT NULL AS patient_exists, ma.started_raw, ma.started_at,
+                   epoch(ma.started_at) AS started_epoch
             FROM (SELECT * FROM staging.stg_fhir__medication_administrations
                   {only("MedicationAdministration", "medication_administration_id")}) AS ma
             LEFT JOIN staging.stg_fhir__patients AS patients ON ma.patient_id = patients.patient_id""",
@@ -98,7 +104,7 @@ def raw_frames(scoped: bool = False) -> dict[str, Frame]:
         "procedures": Frame(
             f"""
             SELECT p.procedure_id, p.version_id, p.patient_id, patients.patient_id IS NOT NULL AS patient_exists,
-                   p.performed_raw, p.performed_at
+                   p.performed_raw, p.performed_at, epoch(p.performed_at) AS performed_epoch
             FROM (SELECT * FROM staging.stg_fhir__procedures {only("Procedure", "procedure_id")}) AS p
             LEFT JOIN staging.stg_fhir__patients AS patients ON p.patient_id = patients.patient_id""",
             "Procedure",
@@ -106,7 +112,12 @@ def raw_frames(scoped: bool = False) -> dict[str, Frame]:
         ),
         "patients": Frame(
             f"""
-            SELECT patient_id, version_id, birth_date_raw AS birth_date, gender
+            SELECT patient_id, version_id, birth_date_raw AS birth_date, gender,
+                   -- a FHIR date: YYYY, YYYY-MM or a real YYYY-MM-DD
+                   birth_date_raw IS NULL OR (regexp_full_match(birth_date_raw, '{FHIR_DATE}')
+                                              AND (length(birth_date_raw) < 10 OR birth_date IS NOT NULL))
+                       AS birth_date_valid,
+                   epoch(try_cast(rpad(birth_date_raw, 10, '-01') AS DATE)) AS birth_epoch
             FROM staging.stg_fhir__patients {only("Patient", "patient_id")}""",
             "Patient",
             "patient_id",
@@ -128,8 +139,15 @@ def raw_frames(scoped: bool = False) -> dict[str, Frame]:
     }
 
 
+def _year_start_epoch(year: float | None) -> float | None:
+    return None if year is None else datetime(int(year), 1, 1, tzinfo=UTC).timestamp()
+
+
 def raw_checks(gx, now_epoch: float, seeds=None) -> list[Check]:
     E = gx.expectations
+    seed_dir = [seeds] if seeds else []
+    earliest_birth = _year_start_epoch(plausible_range("birth_year", *seed_dir)[0])
+    earliest_record = _year_start_epoch(plausible_range("record_year", *seed_dir)[0])
     checks = [
         Check(
             "versions",
@@ -177,6 +195,20 @@ def raw_checks(gx, now_epoch: float, seeds=None) -> list[Check]:
         ),
         Check(
             "observations",
+            "observation_not_implausibly_early",
+            QUARANTINE,
+            E.ExpectColumnValuesToBeBetween(column="effective_epoch", min_value=earliest_record),
+            "no assessment is dated before the earliest plausible year (plausible_ranges seed)",
+        ),
+        Check(
+            "observations",
+            "observation_score_present",
+            QUARANTINE,
+            E.ExpectColumnValuesToBeInSet(column="score_present_or_explained", value_set=[True]),
+            "a final score has its value, or a dataAbsentReason",
+        ),
+        Check(
+            "observations",
             "observation_code_in_value_sets",
             WARNING,
             E.ExpectColumnValuesToBeInSet(column="code_in_value_sets", value_set=[True]),
@@ -197,6 +229,13 @@ def raw_checks(gx, now_epoch: float, seeds=None) -> list[Check]:
             "the infusion has a valid start",
         ),
         Check(
+            "infusions",
+            "infusion_date_plausible",
+            QUARANTINE,
+            E.ExpectColumnValuesToBeBetween(column="started_epoch", min_value=earliest_record, max_value=now_epoch),
+            "the infusion is dated between the earliest plausible year and the refresh",
+        ),
+        Check(
             "procedures",
             "procedure_patient_resolves",
             QUARANTINE,
@@ -211,6 +250,13 @@ def raw_checks(gx, now_epoch: float, seeds=None) -> list[Check]:
             "the session has a valid start",
         ),
         Check(
+            "procedures",
+            "procedure_date_plausible",
+            QUARANTINE,
+            E.ExpectColumnValuesToBeBetween(column="performed_epoch", min_value=earliest_record, max_value=now_epoch),
+            "the session is dated between the earliest plausible year and the refresh",
+        ),
+        Check(
             "patients",
             "patient_id_unique",
             CRITICAL,
@@ -220,9 +266,23 @@ def raw_checks(gx, now_epoch: float, seeds=None) -> list[Check]:
         Check(
             "patients",
             "patient_gender_valid",
-            WARNING,
+            QUARANTINE,
             E.ExpectColumnValuesToBeInSet(column="gender", value_set=["female", "male", "other", "unknown"]),
             "administrative gender is a FHIR code",
+        ),
+        Check(
+            "patients",
+            "patient_birth_date_valid",
+            QUARANTINE,
+            E.ExpectColumnValuesToBeInSet(column="birth_date_valid", value_set=[True]),
+            "birthDate is a FHIR date (YYYY, YYYY-MM or a real YYYY-MM-DD)",
+        ),
+        Check(
+            "patients",
+            "patient_birth_date_plausible",
+            QUARANTINE,
+            E.ExpectColumnValuesToBeBetween(column="birth_epoch", min_value=earliest_birth, max_value=now_epoch),
+            "born between the earliest plausible year (plausible_ranges seed) and the refresh",
         ),
     ]
     for inst in instrument_ranges(*([seeds] if seeds else [])):

@@ -50,6 +50,15 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def server_date(resp: httpx.Response) -> datetime | None:
+    """The server's clock from the response's Date header (None when absent or unreadable)."""
+    try:
+        when = parsedate_to_datetime(resp.headers.get("Date", ""))
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def outcome_text(resp: httpx.Response) -> str:
     """The diagnostics of an OperationOutcome body, else the start of the body as one line of text."""
     try:

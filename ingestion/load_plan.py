@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ingestion.landing import DESCRIPTOR, read_json
+
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass
@@ -28,6 +31,20 @@ class LoadPlan:
     transaction_time: str | None
     files: list[InputFile]
     warnings: list[str] = field(default_factory=list)
+    server_time: str | None = None  # the EHR's clock when the extract finished (a search crawl's last Date)
+
+    def newest_allowed(self, started: datetime) -> datetime:
+        """No version can be newer than the export that delivered it: its transactionTime (a bulk export),
+        the server's clock at the end of the crawl (a search), else this machine's clock, each plus a small
+        skew. A later meta.lastUpdated is quarantined, so it can neither win over real newer versions nor
+        carry the watermark forward."""
+        for text in (self.transaction_time, self.server_time):
+            if text:
+                try:
+                    return datetime.fromisoformat(text.replace("Z", "+00:00")) + CLOCK_SKEW
+                except ValueError:
+                    pass
+        return started + CLOCK_SKEW
 
 
 def plan_from_landing(landing: Path) -> LoadPlan:
@@ -44,6 +61,7 @@ def plan_from_landing(landing: Path) -> LoadPlan:
         d.get("transactionTime"),
         files,
         list(d.get("warnings") or []),
+        d.get("serverTime"),
     )
 
 

@@ -21,7 +21,13 @@ from datetime import UTC, datetime
 
 import orjson
 
-from ingestion.classify import CLASSIFY_SQL, fresh_versions_sql, insert_versions_sql
+from ingestion.classify import (
+    CLASSIFY_SQL,
+    CONFLICT_REASON,
+    conflicting_versions_sql,
+    fresh_versions_sql,
+    insert_versions_sql,
+)
 from ingestion.line_reader import as_arrow, bundle_batches, ndjson_batches, read_ahead
 from ingestion.load_log import record_failure, start_load, transaction, write_log
 from ingestion.load_plan import InputFile, LoadPlan, plan_from_directory, plan_from_landing
@@ -97,6 +103,7 @@ class Loader:
         self.batch_lines = batch_lines
         self.row_group_rows = row_group_rows
         self._known_tables: set[str] = set()
+        self._newest_allowed: datetime | None = None
 
     def already_committed(self, load_id: str) -> bool:
         return bool(
@@ -120,7 +127,13 @@ class Loader:
         with duckdb_settings(con, memory_limit=smaller, threads=_load_threads(threads)):
             try:
                 load_seq = start_load(con, plan, started)
-                params = {"source": plan.source, "load_id": plan.load_id, "load_seq": load_seq, "landed_at": started}
+                self._newest_allowed = plan.newest_allowed(started)
+                params = {
+                    "source": plan.source,
+                    "load_id": plan.load_id,
+                    "load_seq": load_seq,
+                    "landed_at": started,
+                }
                 export_errors = self._load_everything(plan, params, result)
                 with transaction(con):  # the data becomes visible with its watermark, all at once
                     self._record_counts(plan, result, export_errors)
@@ -151,8 +164,17 @@ class Loader:
         for rtype, c in sorted(result.counts.items()):
             self.con.execute(
                 """INSERT INTO raw.load_counts (load_id, resource_type, read, loaded, duplicate, quarantined,
-                       tombstones) VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                [plan.load_id, rtype, c["read"], c["loaded"], c["duplicate"], c["quarantined"], c["tombstones"]],
+                       conflicts, tombstones) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    plan.load_id,
+                    rtype,
+                    c["read"],
+                    c["loaded"],
+                    c["duplicate"],
+                    c["quarantined"],
+                    c["conflicts"],
+                    c["tombstones"],
+                ],
             )
         if export_errors:
             self.con.executemany(
@@ -162,7 +184,7 @@ class Loader:
 
     def _counts(self, result: LoadResult, rtype: str) -> dict[str, int]:
         return result.counts.setdefault(
-            rtype, {"read": 0, "loaded": 0, "duplicate": 0, "quarantined": 0, "tombstones": 0}
+            rtype, {"read": 0, "loaded": 0, "duplicate": 0, "quarantined": 0, "conflicts": 0, "tombstones": 0}
         )
 
     def _table(self, rtype: str) -> str:
@@ -204,7 +226,12 @@ class Loader:
         cursors = [self.con.cursor(), self.con.cursor()]
         writing: list[Future | None] = [None, None]  # each cursor's batch being written
         in_flight = pl.DataFrame(
-            schema={"resource_type": pl.String, "resource_id": pl.String, "version_key": pl.String}
+            schema={
+                "resource_type": pl.String,
+                "resource_id": pl.String,
+                "version_key": pl.String,
+                "line_hash": pl.UInt64,
+            }
         )
         carried = None  # lines of the previous batch past its cutoff, read again with the next
         done = 0
@@ -233,8 +260,9 @@ class Loader:
                 cur.execute("BEGIN TRANSACTION")
                 cutoff, loaded = self._check_batch(cur, params, result, last)
                 in_flight = cur.sql(
-                    "SELECT f.resource_type, c.resource_id, c.version_key "
-                    f"FROM fresh f JOIN classified c USING (line_number) WHERE line_number <= {cutoff}"
+                    "SELECT f.resource_type, c.resource_id, c.version_key, hash(b.line) AS line_hash "
+                    "FROM fresh f JOIN classified c USING (line_number) JOIN batch b USING (line_number) "
+                    f"WHERE line_number <= {cutoff}"
                 ).pl()
                 writing[slot] = writer.submit(self._write_batch, cur, loaded, params, cutoff)
                 carried = frame.filter(pl.col("line_number") > cutoff)
@@ -265,20 +293,43 @@ class Loader:
     def _check_batch(self, cur, params: dict, result: LoadResult, last: bool) -> tuple[int, dict[str, int]]:
         """Classify the batch, find its new versions, cut it, count it and quarantine what failed; returns the
         cutoff and the number of new versions per type to write."""
-        cur.execute(CLASSIFY_SQL)
+        cur.execute(CLASSIFY_SQL, {"newest_allowed": self._newest_allowed})
         cur.execute("CREATE OR REPLACE TEMP TABLE fresh (line_number BIGINT, resource_type VARCHAR)")
+        cur.execute("CREATE OR REPLACE TEMP TABLE conflicts (line_number BIGINT)")
         valid_types = cur.execute(
             "SELECT DISTINCT resource_type FROM classified WHERE reason IS NULL ORDER BY 1"
         ).fetchall()
         for (rtype,) in valid_types:
+            cur.execute(conflicting_versions_sql(self._table(rtype)), {"rtype": rtype})
+        cur.execute(
+            """UPDATE classified SET reason = $reason, quarantined_text = b.line FROM batch b
+               WHERE classified.line_number = b.line_number
+                 AND classified.line_number IN (SELECT line_number FROM conflicts)""",
+            {"reason": CONFLICT_REASON},
+        )
+        for (rtype,) in valid_types:
             cur.execute(fresh_versions_sql(self._table(rtype)), {"rtype": rtype})
         cutoff = self._cutoff(cur, last or len(valid_types) != 1)
+        # a bad line already quarantined by an earlier load (a landing sent again) is a duplicate of it
+        cur.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE requarantined AS
+            SELECT c.line_number FROM classified c
+            WHERE c.reason IS NOT NULL AND c.line_number <= $cutoff
+              AND EXISTS (SELECT 1 FROM raw.quarantine q
+                          WHERE q.resource_type = c.counted_type AND q.reason = c.reason
+                            AND md5(q.raw_text) = md5(c.quarantined_text))""",
+            {"cutoff": cutoff},
+        )
         per_type = cur.execute(
             """
-            SELECT counted_type, count(*) AS read, count(reason) AS quarantined,
-                   count(*) FILTER (WHERE reason IS NULL) AS valid
-            FROM classified WHERE line_number <= $cutoff GROUP BY ALL""",
-            {"cutoff": cutoff},
+            SELECT counted_type, count(*) AS read,
+                   count(*) FILTER (WHERE reason IS NOT NULL AND NOT requarantined) AS quarantined,
+                   count(*) FILTER (WHERE reason IS NULL OR requarantined) AS valid,
+                   count(*) FILTER (WHERE reason = $conflict AND NOT requarantined) AS conflicts
+            FROM (SELECT *, line_number IN (SELECT line_number FROM requarantined) AS requarantined FROM classified)
+            WHERE line_number <= $cutoff GROUP BY ALL""",
+            {"cutoff": cutoff, "conflict": CONFLICT_REASON},
         ).fetchall()
         loaded = dict(
             cur.execute(
@@ -290,13 +341,15 @@ class Loader:
             """
             INSERT INTO raw.quarantine_landed
             SELECT $load_id, counted_type, file, line_number, quarantined_text, reason, $landed_at
-            FROM classified WHERE reason IS NOT NULL AND line_number <= $cutoff""",
+            FROM classified WHERE reason IS NOT NULL AND line_number <= $cutoff
+              AND line_number NOT IN (SELECT line_number FROM requarantined)""",
             {"load_id": params["load_id"], "landed_at": params["landed_at"], "cutoff": cutoff},
         )
-        for rtype, read, quarantined, valid in per_type:
+        for rtype, read, quarantined, valid, conflicts in per_type:
             c = self._counts(result, rtype)
             c["read"] += read
             c["quarantined"] += quarantined
+            c["conflicts"] += conflicts
             c["loaded"] += loaded.get(rtype, 0)
             c["duplicate"] += valid - loaded.get(rtype, 0)
         return cutoff, loaded

@@ -14,21 +14,32 @@ from pathlib import Path
 import orjson
 
 from ingestion.bulk_export import ExportResult, _now
-from ingestion.fhir_client import FhirClient
+from ingestion.fhir_client import FhirClient, server_date
 from ingestion.landing import DEFAULT_EXPORT_TYPES, DESCRIPTOR, JOB, new_export_dir, write_json_atomic
+from ingestion.load_plan import CLOCK_SKEW
 
 
 def _instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _instant_or_none(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        at = _instant(text)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
+
+
 def _version_key(res: dict) -> tuple:
+    """Newer sorts higher: the versionId where the server numbers its versions, then lastUpdated."""
     meta = res.get("meta") or {}
     v = meta.get("versionId")
-    lu = meta.get("lastUpdated")
     return (
-        _instant(lu) if lu else datetime.min.replace(tzinfo=UTC),
         int(v) if isinstance(v, str) and v.isdigit() else -1,
+        _instant_or_none(meta.get("lastUpdated")) or datetime.min.replace(tzinfo=UTC),
     )
 
 
@@ -74,7 +85,10 @@ class SearchCrawler:
                 "kicked_off_at": _now(),
             },
         )
-        group = self.client.request("GET", f"Group/{self.group_id}").json()
+        group_resp = self.client.request("GET", f"Group/{self.group_id}")
+        reference = server_date(group_resp) or datetime.now(UTC)
+        server_now = reference
+        group = group_resp.json()
         patients = [
             pid
             for m in group.get("member", [])
@@ -98,7 +112,9 @@ class SearchCrawler:
                     url: str | None = rtype
                     first = True
                     while url:
-                        bundle = self.client.request("GET", url, params=params if first else None).json()
+                        page = self.client.request("GET", url, params=params if first else None)
+                        server_now = server_date(page) or server_now
+                        bundle = page.json()
                         first = False
                         for entry in bundle.get("entry", []):
                             res = entry.get("resource") or {}
@@ -113,15 +129,21 @@ class SearchCrawler:
                     for res in kept.values():
                         handles[rtype].write(orjson.dumps(res) + b"\n")
                         lu = (res.get("meta") or {}).get("lastUpdated")
-                        if lu and (newest is None or _instant(lu) > newest[0]):
-                            newest = (_instant(lu), lu)
+                        at = _instant_or_none(lu)
+                        # a version dated after the server's clock is quarantined by the load: it cannot
+                        # carry the watermark
+                        if at and at <= reference + CLOCK_SKEW and (newest is None or at > newest[0]):
+                            newest = (at, lu)
                     counts[rtype] += len(kept)
                 if self.progress:
                     self.progress(n, len(patients))
         finally:
             for h in handles.values():
                 h.close()
-        # The watermark is the EHR's own clock (the newest lastUpdated seen), never this machine's.
+        # The watermark is the EHR's own clock (the newest lastUpdated seen), never this machine's, and never
+        # past the server's Date when the crawl began: what changed during the crawl is read again next time.
+        if newest and newest[0] > reference:
+            newest = (reference, reference.isoformat().replace("+00:00", "Z"))
         transaction_time = newest[1] if newest else None
         write_json_atomic(
             job_dir / DESCRIPTOR,
@@ -132,6 +154,7 @@ class SearchCrawler:
                 "since": since,
                 "request": f"patient search x {len(patients)}",
                 "transactionTime": transaction_time,
+                "serverTime": server_now.isoformat().replace("+00:00", "Z"),
                 "files": [{"type": t, "path": f"files/{t}-0001.ndjson", "count": counts[t]} for t in self.types],
                 "deleted": [],
                 "errors": [],

@@ -21,6 +21,7 @@ OBSERVATION_STATUSES = ("registered", "preliminary", "final", "amended", "correc
 FINAL_STATUSES = ("final", "amended", "corrected")
 # a FHIR resource type name, as the loader accepts it (it becomes part of a table name)
 RESOURCE_TYPE_PATTERN = "[A-Z][A-Za-z]{1,63}"
+FHIR_ID_PATTERN = r"[A-Za-z0-9\-.]{1,64}"
 
 
 def is_resource_type(name: str) -> bool:
@@ -133,7 +134,10 @@ def ensure_raw_schema(con) -> None:
     con.execute("""
         CREATE TABLE IF NOT EXISTS raw.load_counts (
             load_id VARCHAR, resource_type VARCHAR, read BIGINT, loaded BIGINT, duplicate BIGINT,
-            quarantined BIGINT, tombstones BIGINT)""")
+            quarantined BIGINT, tombstones BIGINT, conflicts BIGINT)""")
+    # conflicts (of the quarantined: a stored version received again with other content); added to a
+    # warehouse from before the column
+    con.execute("ALTER TABLE raw.load_counts ADD COLUMN IF NOT EXISTS conflicts BIGINT")
     con.execute("""
         CREATE TABLE IF NOT EXISTS raw.quarantine_landed (
             load_id VARCHAR, resource_type VARCHAR, file VARCHAR, line_number BIGINT, raw_text VARCHAR,
@@ -162,18 +166,27 @@ def ensure_type_tables(con, resource_type: str) -> str:
     # Analytics see the newest version of each resource; deletions and retractions (entered-in-error,
     # kept in the versions table for audit) remove it, and a cancelled Observation never happened.
     excluded = "'entered-in-error', 'cancelled'" if resource_type == "Observation" else "'entered-in-error'"
-    # The newest version is ranked on narrow columns and the winners fetched by rowid: a window carrying
-    # the raw JSON would sort (and, past the memory limit, spill) every stored version's text.
+    # The newest version is the highest versionId where the server numbers its versions, then the latest
+    # lastUpdated (one dated after its export never got here: the load quarantines it); a deletion from an
+    # export's deleted[] (a tombstone, dated at that export's transactionTime) removes what was updated before
+    # it. Ranked on narrow columns and the winners fetched by rowid: a window carrying the raw JSON would sort
+    # (and, past the memory limit, spill) every stored version's text.
     con.execute(f"""
         CREATE OR REPLACE VIEW raw.{stem}_current AS
+        WITH newest AS (
+            SELECT rowid AS row_id, resource_id, is_deleted, last_updated_at
+            FROM raw.{stem}_versions_landed WHERE {COMMITTED}
+            QUALIFY row_number() OVER (
+                PARTITION BY resource_id, is_deleted
+                ORDER BY try_cast(version_id AS BIGINT) DESC NULLS LAST, last_updated_at DESC NULLS LAST,
+                         load_seq DESC, line_number DESC) = 1)
         SELECT * FROM raw.{stem}_versions_landed
         WHERE rowid IN (
-                SELECT rowid FROM raw.{stem}_versions_landed WHERE {COMMITTED}
-                QUALIFY row_number() OVER (
-                    PARTITION BY resource_id
-                    ORDER BY last_updated_at DESC NULLS LAST, try_cast(version_id AS BIGINT) DESC NULLS LAST,
-                             load_seq DESC, line_number DESC) = 1)
-            AND NOT is_deleted AND coalesce(status, '') NOT IN ({excluded})""")
+                SELECT v.row_id FROM newest v
+                WHERE NOT v.is_deleted
+                  AND NOT EXISTS (SELECT 1 FROM newest d WHERE d.is_deleted AND d.resource_id = v.resource_id
+                                  AND d.last_updated_at >= coalesce(v.last_updated_at, '-infinity')))
+            AND coalesce(status, '') NOT IN ({excluded})""")
     return stem
 
 

@@ -61,7 +61,14 @@ def cmd_ehr_serve(args: argparse.Namespace) -> int:
         faults = Faults.parse(args.fault)
     except ValueError as e:
         raise CliError(str(e)) from None
-    serve(data, host=args.host, port=args.port, faults=faults, max_lines_per_file=args.max_lines_per_file)
+    serve(
+        data,
+        host=args.host,
+        port=args.port,
+        faults=faults,
+        max_lines_per_file=args.max_lines_per_file,
+        admin=args.admin,
+    )
     return 0
 
 
@@ -177,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=100_000,
         help="split export files after this many lines",
+    )
+    s.add_argument(
+        "--admin",
+        action="store_true",
+        help="open POST /_admin/faults to switch faults while running (with the token the server writes to "
+        "<data>/_ehr/admin_token); off by default",
     )
     s.set_defaults(func=cmd_ehr_serve)
 

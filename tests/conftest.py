@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 class EHRProcess:
-    def __init__(self, data: Path, faults: str = "", max_lines_per_file: int = 100_000) -> None:
+    def __init__(self, data: Path, faults: str = "", max_lines_per_file: int = 100_000, admin: bool = False) -> None:
         self.data = data
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -57,6 +57,7 @@ class EHRProcess:
                 faults,
                 "--max-lines-per-file",
                 str(max_lines_per_file),
+                *(["--admin"] if admin else []),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -120,7 +121,7 @@ def client_keys(small_clinic, tmp_path_factory) -> dict:
 
 @pytest.fixture()
 def ehr(small_clinic, client_keys):
-    server = EHRProcess(small_clinic)
+    server = EHRProcess(small_clinic, admin=True)
     yield server
     server.stop()
 

@@ -12,7 +12,7 @@ import httpx
 import jwt
 import orjson
 import pytest
-from conftest import outcomes
+from conftest import EHRProcess, outcomes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -270,6 +270,44 @@ def test_bad_requests_get_operation_outcomes_and_never_crash(ehr, client_keys):
     assert ehr.alive()
 
 
+def test_malformed_claims_are_401_and_oversized_bodies_413(ehr, client_keys):
+    client_id, path = client_keys["RS384"]
+    url = token_url(ehr)
+    kid = registered_kid(ehr.data, client_id)
+    now = int(time.time())
+    good = {"iss": client_id, "sub": client_id, "aud": url, "exp": now + 240}
+    for claims in (
+        {**good, "exp": str(now + 240), "jti": str(uuid.uuid4())},  # a string exp
+        {**good, "jti": {"not": "a string"}},
+        {**good, "sub": [client_id], "jti": str(uuid.uuid4())},
+    ):
+        a = jwt.encode(claims, path.read_bytes(), algorithm="RS384", headers={"kid": kid})
+        r = httpx.post(
+            url,
+            data={
+                "grant_type": "client_credentials",
+                "scope": "system/*.read",
+                "client_assertion_type": ASSERTION,
+                "client_assertion": a,
+            },
+        )
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client", (claims, r.status_code, r.text)
+    big = b"grant_type=client_credentials&pad=" + b"x" * (1024 * 1024)
+    r = httpx.post(url, content=big, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413 and r.json()["resourceType"] == "OperationOutcome"
+
+    def chunks():  # no Content-Length: the limit holds while the body streams in
+        for _ in range(64):
+            yield b"x" * 4096
+
+    r = httpx.post(
+        f"{ehr.base}/$export", content=chunks(), headers={**bearer(ehr, client_keys), "Prefer": "respond-async"}
+    )
+    assert r.status_code == 413
+    assert request_token(ehr, client_keys).status_code == 200  # and the server serves on
+    assert ehr.alive()
+
+
 def test_cli_rejects_bad_arguments(tmp_path):
     for args in (
         ["ehr", "generate", "--patients", "0", "--out", str(tmp_path)],
@@ -339,7 +377,6 @@ def test_bulk_output_is_the_current_valid_version_of_each_resource(tmp_path):
         if o["id"] not in newest or rank > newest[o["id"]][0]:
             newest[o["id"]] = (rank, line)
     assert broken and len(raw) > len(newest) + broken  # the store does hold the mess
-    from conftest import EHRProcess
 
     server = EHRProcess(store)
     try:
@@ -432,6 +469,16 @@ def test_keys_cli_prints_a_jwks_the_ehr_registers(tmp_path, small_clinic):
         "ehr", "register-client", "--data", str(small_clinic), "--jwks", str(tmp_path / "bad.json"), check=False
     )
     assert bad.returncode != 0 and "private key material" in bad.stderr
+
+
+def test_the_fault_switch_is_closed_unless_the_server_was_started_with_it(small_clinic, client_keys):
+    server = EHRProcess(small_clinic)
+    try:
+        token = {"X-Admin-Token": "any"}
+        assert httpx.post(f"{server.base}/_admin/faults", json={"slow": True}, headers=token).status_code == 404
+        assert httpx.get(f"{server.base}/_admin/faults", headers=token).status_code == 404
+    finally:
+        server.stop()
 
 
 def test_faults_can_be_switched_only_with_the_admin_token(ehr):

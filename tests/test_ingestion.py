@@ -356,28 +356,38 @@ def test_batch_boundaries_change_nothing(clinic, tmp_path):
     assert counts["Observation"]["duplicate"] >= counts["Observation"]["loaded"] > 0 and quarantined
 
 
-def _lines_as_python_reads_them(data: bytes) -> list[tuple]:
+def _lines_as_python_reads_them(data: bytes, max_line: int, head_chars: int) -> list[tuple]:
     """The reading rule: lines split on newlines and numbered from 1; trailing CR/LF stripped; a line of
-    ASCII whitespace is blank and skipped; text that is not UTF-8 kept with replacement characters."""
+    ASCII whitespace is blank and skipped; text that is not UTF-8 kept with replacement characters; a line
+    over `max_line` bytes kept as its length and first characters only."""
     out = []
     for n, raw in enumerate(data.split(b"\n"), 1):
         raw = raw.rstrip(b"\r\n")
-        if raw.strip():
-            try:
-                out.append((n, raw.decode("utf-8"), None))
-            except UnicodeDecodeError:
-                out.append((n, None, raw.decode("utf-8", "replace")))
+        if not raw.strip():
+            continue
+        if len(raw) > max_line:
+            out.append((n, None, raw.decode("utf-8", "replace")[:head_chars] + " [...]", len(raw)))
+            continue
+        try:
+            out.append((n, raw.decode("utf-8"), None, None))
+        except UnicodeDecodeError:
+            out.append((n, None, raw.decode("utf-8", "replace"), None))
     return out
 
 
-def test_lines_are_read_exactly_whichever_way_a_block_is_split(tmp_path):
+def test_lines_are_read_exactly_whichever_way_a_block_is_split(tmp_path, monkeypatch):
     """polars splits clean blocks, Python the awkward ones; across block and batch boundaries the frames must
-    hold exactly the file's lines, numbered as in the file."""
+    hold exactly the file's lines, numbered as in the file, and a line over the limit only as its length and
+    head, whether it fits in a block or runs past it."""
     import random
 
     import polars as pl
 
+    from ingestion import line_reader
     from ingestion.line_reader import lines_in_polars, ndjson_batches
+
+    monkeypatch.setattr(line_reader, "OVERSIZE_HEAD_CHARS", 40)
+    max_line = 250
 
     pool = [
         b'{"resourceType":"Observation","id":"a"}',
@@ -395,7 +405,10 @@ def test_lines_are_read_exactly_whichever_way_a_block_is_split(tmp_path):
         b"[1, 2]",
         b'"unterminated',
         b"#not a comment",
-        b'{"long":"' + b"x" * 300 + b'"}',
+        b'{"long":"' + b"x" * 300 + b'"}',  # over the limit
+        b'{"long":"' + "\u00e9".encode() * 2000 + b'"}',  # over the limit, and past the smaller blocks
+        b'{"edge":"' + b"y" * (250 - 12) + b'"}',  # exactly at the limit
+        b"\xff" * 400,  # over the limit and not UTF-8
     ]
     rng = random.Random(7)
     for case in range(150):
@@ -408,15 +421,16 @@ def test_lines_are_read_exactly_whichever_way_a_block_is_split(tmp_path):
         else:
             path.write_bytes(data)
         batch_lines = rng.randint(1, 20)
-        batches = list(ndjson_batches(path, batch_lines, block_bytes=rng.choice([16, 100, 1000, 2**20])))
+        block_bytes = rng.choice([16, 100, 1000, 2**20])
+        batches = list(ndjson_batches(path, batch_lines, block_bytes=block_bytes, max_line=max_line))
         assert all(b.height == batch_lines for b in batches[:-1]) and all(b.height for b in batches)
         got = pl.concat(batches).rows() if batches else []
-        assert got == _lines_as_python_reads_them(data), f"case {case}"
+        assert got == _lines_as_python_reads_them(data, max_line, 40), f"case {case}"
 
     # the fast path itself copes with blank lines, whitespace and CRLF endings (no fallback needed)
     clean = b'{"a":1}\r\n\n  \n\r\n{"b":"\xc3\xa9"}\n\t\n{"c":3}'
     frame = lines_in_polars(clean, 1)
-    assert frame is not None and frame.rows() == _lines_as_python_reads_them(clean)
+    assert frame is not None and frame.rows() == _lines_as_python_reads_them(clean, 2**20, 40)
     for awkward in (b"\xff\n", b"a\rb\n", b"a\x1fb\n", b"\xef\xbb\xbf{}\n", b"a\r\r\n"):
         assert lines_in_polars(awkward, 1) is None
 
@@ -451,6 +465,20 @@ def test_bad_lines_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
         b"",  # blank lines are not records
         b"\xff\xfe not utf-8",
         b"[1, 2, 3]",
+        orjson.dumps({**good, "id": 7}),  # 13: an id that is a number
+        orjson.dumps({**good, "id": {"a": 1}}),  # an object
+        orjson.dumps({**good, "id": "x" * 65}),  # too long
+        orjson.dumps({**good, "id": "o 1"}),  # a character FHIR ids do not have
+        orjson.dumps(_obs("o9", "1", "final", {"valueInteger": "7"})),  # 17: a string in valueInteger
+        orjson.dumps(_obs("o10", "1", "final", {"valueInteger": 12.5})),  # a decimal in valueInteger
+        b'{"resourceType":"Observation","id":"o11","meta":{"versionId":"1"},"status":"final",'
+        b'"valueQuantity":{"value":NaN}}',  # NaN, which DuckDB's JSON reader accepts
+        orjson.dumps(_obs("o12", "1", "final", {"valueQuantity": {"value": "11"}})),  # 20
+        orjson.dumps(_obs("o13", "1", "final", {"valueString": ""})),  # empty
+        orjson.dumps(_obs("o14", "1", "final", {"valueInteger": None})),  # JSON null
+        orjson.dumps(_obs("o15", "1", "Jane Roe 555-0100", {"valueInteger": 4})),  # free text in status
+        orjson.dumps(_obs("o16", "1", "final", {"valueInteger": 5}, lu="2031-01-01T00:00:00Z")),  # 24: future
+        orjson.dumps(_obs("o17", "1", "final", {"valueQuantity": {"value": 1e308 * 10}})),  # orjson: null
     ]
     (d / "Observation.ndjson").write_bytes(b"\n".join(lines) + b"\n")
     with gzip.open(d / "Patient.ndjson.gz", "wb") as f:
@@ -472,15 +500,28 @@ def test_bad_lines_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
     con = duckdb.connect(str(wh), read_only=True)
     q = dict(con.execute("SELECT file || ':' || line_number, reason FROM raw.quarantine").fetchall())
     assert q["Observation.ndjson:3"] == "malformed JSON"
-    assert q["Observation.ndjson:4"] == "unknown Observation status 'draft'"
-    assert q["Observation.ndjson:5"] == "unreadable value in valueString: 'twelve'"
+    assert q["Observation.ndjson:4"] == "unknown Observation status"
+    assert q["Observation.ndjson:5"] == "valueString is not a number"
     assert q["Observation.ndjson:8"] == "missing id"
-    assert q["Observation.ndjson:9"].startswith("unparseable meta.lastUpdated")
+    assert q["Observation.ndjson:9"] == "unparseable meta.lastUpdated"
     assert q["Observation.ndjson:11"] == "invalid UTF-8"
     assert q["Observation.ndjson:12"].startswith("not a JSON object")
+    for n in (13, 14, 15, 16):
+        assert q[f"Observation.ndjson:{n}"].startswith("id is not a FHIR id"), n
+    assert q["Observation.ndjson:17"] == "valueInteger is not a JSON integer"
+    assert q["Observation.ndjson:18"] == "valueInteger is not a JSON integer"
+    assert q["Observation.ndjson:19"] == "valueQuantity.value is not a JSON number"
+    assert q["Observation.ndjson:20"] == "valueQuantity.value is not a JSON number"
+    assert q["Observation.ndjson:21"] == "valueString is not a number"
+    assert q["Observation.ndjson:22"] == "valueInteger is not a JSON integer"
+    assert q["Observation.ndjson:23"] == "unknown Observation status"
+    assert q["Observation.ndjson:24"].startswith("meta.lastUpdated after the export's transactionTime")
+    assert q["Observation.ndjson:25"] == "valueQuantity.value is not a JSON number"
     assert q["synthea_bundle.json:3"].startswith("not a JSON object")
-    assert q["Patient.ndjson.gz:2"] == "resourceType Condition in a Patient file"
-    assert len(q) == 9
+    assert q["Patient.ndjson.gz:2"] == "resourceType does not match the file's type"
+    assert len(q) == 22
+    # reasons are fixed texts: nothing of a record's content travels with them
+    assert not any("Jane" in r or "555" in r or "twelve" in r for r in q.values())
     raw_text = con.execute(
         "SELECT raw_text FROM raw.quarantine WHERE line_number = 3 AND file = 'Observation.ndjson'"
     ).fetchall()[0][0]
@@ -488,6 +529,8 @@ def test_bad_lines_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
     texts = dict(con.execute("SELECT file || ':' || line_number, raw_text FROM raw.quarantine").fetchall())
     assert texts["Observation.ndjson:11"] == "\ufffd\ufffd not utf-8"  # undecodable bytes replaced, kept
     assert texts["Patient.ndjson.gz:2"] == '{"resourceType":"Condition","id":"c1"}'
+    assert texts["synthea_bundle.json:3"] == '{"request":{"method":"POST","url":"Patient"}}'  # the entry's text
+    assert "Jane Roe 555-0100" in texts["Observation.ndjson:23"]  # the value stays in the raw layer only
     assert all(texts.values()), "every quarantined line keeps its text"
     scores = dict(
         con.execute("SELECT resource_id, (value_score, value_source) FROM raw.observation_current").fetchall()
@@ -506,7 +549,7 @@ def test_bad_lines_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
             "SELECT resource_type, read, loaded, duplicate, quarantined FROM raw.load_counts"
         ).fetchall()
     }
-    assert counts["Observation"] == (12, 4, 1, 7)
+    assert counts["Observation"] == (25, 4, 1, 20)
     for read, loaded, dup, quarantined in counts.values():
         assert read == loaded + dup + quarantined
     con.close()

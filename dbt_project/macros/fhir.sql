@@ -38,6 +38,15 @@
     )
 {%- endmacro %}
 
+{#- Leave out the records of a patient whose Patient resource the gate quarantined (an invalid birth date or
+    gender): the patient's data waits, visibly, until the EHR corrects the record. -#}
+{% macro patient_not_quarantined(patient_column) -%}
+    {{ patient_column }} not in (
+        select resource_id from {{ source('quality', 'quarantined_records') }}
+        where resource_type = 'Patient'
+    )
+{%- endmacro %}
+
 {#- The ids of the rows of `relation` with any coding in the value-set seed `value_set` (code_system, code). -#}
 {% macro ids_coded_in(relation, id_column, codings_column, value_set) -%}
     select distinct coded.{{ id_column }}

@@ -2,7 +2,7 @@
 -- (through the endpoint window), follow-up (after it); pre_course when before any course's window.
 with assessments as (
     select * exclude (load_seq) from {{ ref('int_assessments_scored') }}
-    where {{ not_quarantined('Observation', 'assessment_id') }}
+    where {{ not_quarantined('Observation', 'assessment_id') }} and {{ patient_not_quarantined('patient_id') }}
 ),
 
 courses as (

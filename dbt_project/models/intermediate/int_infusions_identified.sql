@@ -3,6 +3,7 @@
 with ketamine as (
     select * exclude (load_seq) from {{ ref('int_ketamine_administrations_identified') }}
     where {{ not_quarantined('MedicationAdministration', 'medication_administration_id') }}
+        and {{ patient_not_quarantined('patient_id') }}
 ),
 
 weights as (

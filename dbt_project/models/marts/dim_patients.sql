@@ -2,6 +2,7 @@
 -- HIPAA Safe Harbor: ages over 89 become 90 (meaning 90+), and their birth year is withheld.
 with patients as (
     select * from {{ ref('stg_fhir__patients') }}
+    where {{ not_quarantined('Patient', 'patient_id') }}
 ),
 
 keys as (

@@ -15,6 +15,7 @@ select
     end as performer_type,
     value_score,
     value_source,
+    json_extract_string(resource, '$.dataAbsentReason.coding[0].code') as data_absent_reason,
     json_extract_string(resource, '$.valueQuantity.unit') as value_unit,
     last_updated,
     last_updated_at,
