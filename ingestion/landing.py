@@ -13,6 +13,8 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ingestion.private_files import tighten
+
 # the resource types an extract asks for unless told otherwise (OUTCOMES_EXPORT_TYPES)
 DEFAULT_EXPORT_TYPES = ("Patient", "Condition", "CarePlan", "MedicationAdministration", "Observation", "Procedure")
 JOB = "job.json"
@@ -21,8 +23,11 @@ ABANDONED = "abandoned.json"
 
 
 def new_export_dir(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tighten(root)  # landed exports hold PHI
     d = root / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    (d / "files").mkdir(parents=True)
+    (d / "files").mkdir(parents=True, mode=0o700)
+    os.chmod(d, 0o700)
     return d
 
 

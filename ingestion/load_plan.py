@@ -101,10 +101,13 @@ def plan_from_directory(folder: Path, source: str | None = None) -> LoadPlan:
                 files.append(InputFile(p, "bundle", None, rel))
     if not files:
         raise FileNotFoundError(f"{folder} holds no .ndjson(.gz) or Bundle .json files")
+    # the load is named by what the files hold, not their size and mtime: a file edited in place (same size,
+    # mtime restored) is a new load, and the same files copied elsewhere are the same load
     digest = hashlib.sha256()
     for f in files:
-        st = f.path.stat()
-        digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        digest.update(f"{f.name}\0".encode())
+        with open(f.path, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
     return LoadPlan(
         f"dir-{digest.hexdigest()[:16]}", source or f"dir:{folder}", "files", folder, None, transaction_time, files
     )

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ingestion.private_files import tighten
+
 KNOWN_TYPES = (
     "Patient",
     "Practitioner",
@@ -75,6 +77,9 @@ def connect(path: Path, read_only: bool = False):
                 "wait for it to finish, or query a published copy"
             ) from None
         raise
+    if not read_only:  # the warehouse holds PHI: the owner's alone, however it was created
+        tighten(path)
+        tighten(Path(f"{path}.wal"))
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = '{memory_limit()}'")
     return con

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ingestion.landing import DEFAULT_EXPORT_TYPES
+from ingestion.private_files import tighten
 from ingestion.warehouse import RESOURCE_TYPE_PATTERN, is_resource_type
 
 ENV_PREFIX = "OUTCOMES_"
@@ -96,6 +98,8 @@ class Settings:
             return self.private_key_pem.encode()
         if self.private_key_path:
             try:
+                if tighten(Path(self.private_key_path)):
+                    print(f"warning: {self.private_key_path} was readable by others; now 0600", file=sys.stderr)
                 return Path(self.private_key_path).read_bytes()
             except OSError as e:
                 raise ValueError(

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingestion.private_files import private_umask
 from pipeline.settings import Settings
 
 Log = Callable[[str], None]
+
+
+def _private_outputs(step: Callable) -> Callable:
+    """What the step writes (warehouse, landed exports, quality results) holds PHI: 0600 files, 0700 folders."""
+
+    @functools.wraps(step)
+    def run(*args, **kwargs):
+        with private_umask():
+            return step(*args, **kwargs)
+
+    return run
 
 
 def _stderr_progress(label: str) -> Callable[[str, int], None] | None:
@@ -35,6 +48,7 @@ class ExtractSummary:
     reauths: int
 
 
+@_private_outputs
 def extract(settings: Settings, full: bool = False, log: Log = print) -> ExtractSummary:
     """EHR -> landing folder (Bulk Data export, or the patient search crawl), incremental by default."""
     import httpx
@@ -101,6 +115,7 @@ class LoadSummary:
         return {k: sum(ld["totals"][k] for ld in self.loads) for k in keys}
 
 
+@_private_outputs
 def load(settings: Settings, from_dir: Path | None = None, log: Log = print, progress: bool = True) -> LoadSummary:
     """Landing folder(s) not yet loaded, or any folder of FHIR files -> the DuckDB raw layer."""
     from ingestion.landing import complete_landings
@@ -152,6 +167,7 @@ def _fmt(t: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in t.items())
 
 
+@_private_outputs
 def transform(
     settings: Settings,
     log: Log = print,
@@ -241,17 +257,20 @@ def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, ful
     return result
 
 
+@_private_outputs
 def validate_raw(settings: Settings, log: Log = print, raise_on_critical: bool = True, full: bool = False):
     """Raw gate: row-level failures are quarantined; critical failures stop the refresh. Incremental (the
     records loaded since the last passed run, plus the current quarantine) unless `full`."""
     return _gate(settings, "raw", log, raise_on_critical, full)
 
 
+@_private_outputs
 def validate_marts(settings: Settings, log: Log = print, raise_on_critical: bool = True):
     """Mart gate on the freshly built marts (marts_build), before they are published."""
     return _gate(settings, "marts", log, raise_on_critical)
 
 
+@_private_outputs
 def publish(settings: Settings, log: Log = print) -> list[str]:
     """Copy the accepted marts to the `marts` schema in one transaction."""
     from ingestion.warehouse import connect

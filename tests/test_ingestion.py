@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -159,14 +160,29 @@ def test_same_landing_twice_changes_nothing(clinic, tmp_path):
     snapshot = warehouse_current(wh)
     again = outcomes("load", "--from-dir", str(clinic), "--warehouse", str(wh))
     assert "already committed" in again.stdout
-    # the same files under another name are a new load made only of duplicates
+    # a load is known by its files' content: the same files copied elsewhere and touched are the same load
     copy = tmp_path / "copy"
     shutil.copytree(clinic, copy)
     (copy / "Patient.ndjson").touch()
+    assert "already committed" in outcomes("load", "--from-dir", str(copy), "--warehouse", str(wh)).stdout
+    # and a file edited in place, same size and mtime, is a new load; here made only of duplicates, and its bad
+    # lines, quarantined by the first load, are not quarantined again
+    patients = copy / "Patient.ndjson"
+    st = patients.stat()
+    lines = patients.read_bytes().splitlines(keepends=True)
+    patients.write_bytes(b"".join([lines[1], lines[0], *lines[2:]]))
+    os.utime(patients, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert patients.stat().st_size == st.st_size
     outcomes("load", "--from-dir", str(copy), "--warehouse", str(wh))
     assert warehouse_current(wh) == snapshot
     counts = load_counts(wh)
-    assert counts[1][2] == 0 and counts[1][3] + counts[1][4] == counts[1][1]
+    assert counts[1][2] == 0 and counts[1][3] == counts[1][1] and counts[1][4] == 0
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        per_load = con.execute("SELECT count(DISTINCT load_id), count(*) FROM raw.quarantine").fetchall()[0]
+    finally:
+        con.close()
+    assert per_load[0] == 1 and per_load[1] > 0, "the second load added no quarantine rows"
 
 
 @pytest.mark.parametrize("fault", ["rate-limit", "unavailable", "expire-tokens", "truncate", "slow"])
@@ -697,3 +713,58 @@ def test_a_truncated_gzip_file_fails_the_load_naming_the_file(tmp_path):
         assert con.execute("SELECT count(*) FROM raw.patient_versions").fetchall()[0][0] == 0
     finally:
         con.close()
+
+
+def test_a_version_dated_in_the_future_neither_wins_nor_stalls_the_search_watermark(clinic, keys, tmp_path):
+    """The EHR serves a version of a real Observation dated 2099: the crawl lands it and the load quarantines
+    it; the watermark stays on the server's clock, so the next night's real change still arrives."""
+    obs_file = clinic / "Observation.ndjson"
+    valid = []
+    for line in obs_file.read_bytes().splitlines():
+        try:
+            o = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(o, dict) and o.get("resourceType") == "Observation" and "valueInteger" in o:
+            valid.append(o)
+    manifest = json.loads((clinic / "manifest.json").read_text())
+    tt = datetime.fromisoformat(manifest["transactionTime"].replace("Z", "+00:00"))
+    wh = tmp_path / "wh" / "warehouse.duckdb"
+    server = EHRProcess(clinic)
+    try:
+        env = env_for(server, keys, wh, "RS384", OUTCOMES_EXTRACT_MODE="search")
+        extract_and_load(env)
+        first = warehouse_current(wh)["Observation"]
+        moved, changed = [o for o in valid if first.get(o["id"]) == o["meta"]["versionId"]][:2]
+        # the EHR starts serving a version of `moved` dated 2099 (its store ranks it newest)
+        future = {**moved, "meta": {"versionId": "50", "lastUpdated": "2099-01-01T00:00:00Z"}, "valueInteger": 27}
+        with open(obs_file, "ab") as f:
+            f.write(orjson.dumps(future) + b"\n")
+        (clinic / "manifest.json").write_text(json.dumps(manifest))  # the store changed: the EHR rereads it
+        extract_and_load(env)
+        assert warehouse_current(wh)["Observation"][moved["id"]] == moved["meta"]["versionId"]
+        # the next night: a real newer version of another Observation, and the EHR's clock moves on
+        newer = {
+            **changed,
+            "meta": {"versionId": "7", "lastUpdated": (tt + timedelta(hours=1)).isoformat().replace("+00:00", "Z")},
+        }
+        with open(obs_file, "ab") as f:
+            f.write(orjson.dumps(newer) + b"\n")
+        manifest["transactionTime"] = (tt + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+        (clinic / "manifest.json").write_text(json.dumps(manifest))
+        extract_and_load(env)
+    finally:
+        server.stop()
+    current = warehouse_current(wh)["Observation"]
+    assert current[changed["id"]] == "7" and current[moved["id"]] == moved["meta"]["versionId"]
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        watermarks = [r[0] for r in con.execute("SELECT transaction_at FROM raw.load_log").fetchall()]
+        future_rows = con.execute(
+            "SELECT reason FROM raw.quarantine WHERE raw_text LIKE '%2099-01-01T00:00:00Z%'"
+        ).fetchall()
+    finally:
+        con.close()
+    assert len(watermarks) == 3 and all(w <= tt + timedelta(hours=2) for w in watermarks)
+    # quarantined once, on the second night; served again on the third, it counts as a duplicate of that
+    assert [r[0][:40] for r in future_rows] == ["meta.lastUpdated after the export's tran"]

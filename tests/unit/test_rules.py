@@ -29,21 +29,73 @@ def _obs(**over) -> str:
     return json.dumps({k: v for k, v in res.items() if v is not None})
 
 
+NOW = "2026-12-01T00:00:00Z"  # the newest meta.lastUpdated the batch's export allows
+
 CASES = [
     # (line, declared type, reason, score: read whatever the verdict; a quarantined line is never loaded)
     (_obs(), "Observation", None, 12.0),
     (_obs(valueInteger=None, valueString=" 7 "), "Observation", None, 7.0),
     (_obs(valueInteger=None, valueQuantity={"value": 21.5}), "Observation", None, 21.5),
-    (_obs(valueInteger=None, valueString="seven"), "Observation", "unreadable value in valueString: 'seven'", None),
+    (_obs(valueInteger=None, valueQuantity={"value": -2e1}), "Observation", None, -20.0),
+    (_obs(valueInteger=None, valueString="seven"), "Observation", "valueString is not a number", None),
+    (_obs(valueInteger=None, valueString=""), "Observation", "valueString is not a number", None),
+    (_obs(valueInteger="7"), "Observation", "valueInteger is not a JSON integer", None),
+    (_obs(valueInteger=12.5), "Observation", "valueInteger is not a JSON integer", None),
+    (_obs(valueInteger=True), "Observation", "valueInteger is not a JSON integer", None),
+    (
+        _obs().replace('"valueInteger": 12', '"valueInteger": null'),
+        "Observation",
+        "valueInteger is not a JSON integer",
+        None,
+    ),
+    (
+        _obs(valueInteger=None, valueQuantity={"value": "11"}),
+        "Observation",
+        "valueQuantity.value is not a JSON number",
+        None,
+    ),
+    (
+        _obs().replace('"valueInteger": 12', '"valueQuantity": {"value": NaN}'),
+        "Observation",
+        "valueQuantity.value is not a JSON number",
+        None,
+    ),
+    (
+        _obs().replace('"valueInteger": 12', '"valueQuantity": {"value": -Infinity}'),
+        "Observation",
+        "valueQuantity.value is not a JSON number",
+        None,
+    ),
+    (
+        _obs().replace('"valueInteger": 12', '"valueQuantity": {"value": 1e999}'),
+        "Observation",
+        "value is not finite",
+        None,
+    ),
+    (_obs(valueInteger=None, valueString="Infinity"), "Observation", "value is not finite", None),
     (_obs(status=None), "Observation", "Observation without status", 12.0),
-    (_obs(status="done"), "Observation", "unknown Observation status 'done'", 12.0),
+    (_obs(status="done"), "Observation", "unknown Observation status", 12.0),
+    (_obs(status=["final"]), "Observation", "unknown Observation status", 12.0),
     (_obs(id=None), "Observation", "missing id", 12.0),
-    (_obs(meta={"lastUpdated": "yesterday"}), "Observation", "unparseable meta.lastUpdated 'yesterday'", 12.0),
+    (_obs(id=7), "Observation", "id is not a FHIR id (a string of 1-64 letters, digits, - or .)", 12.0),
+    (_obs(id="a" * 65), "Observation", "id is not a FHIR id (a string of 1-64 letters, digits, - or .)", 12.0),
+    (_obs(id="a/b"), "Observation", "id is not a FHIR id (a string of 1-64 letters, digits, - or .)", 12.0),
+    (_obs(id="A-z.0" + "9" * 59), "Observation", None, 12.0),  # 64 characters, all allowed
+    (_obs(meta={"versionId": 1}), "Observation", "meta.versionId is not a string", 12.0),
+    (_obs(meta={"lastUpdated": "yesterday"}), "Observation", "unparseable meta.lastUpdated", 12.0),
+    (
+        _obs(meta={"lastUpdated": "2026-12-01T00:00:01Z"}),
+        "Observation",
+        "meta.lastUpdated after the export's transactionTime (the EHR's clock)",
+        12.0,
+    ),
+    (_obs(meta={"lastUpdated": "2026-12-01T00:00:00Z"}), "Observation", None, 12.0),  # the limit itself
     ('{"resourceType": "Observation", "id": "o1"', "Observation", "malformed JSON", None),
     ("[1, 2]", "Observation", "not a JSON object (a Bundle entry without a resource?)", None),
     ('{"id": "x"}', "Observation", "missing resourceType", None),
     ('{"resourceType": "obs!", "id": "x"}', "Observation", "invalid resourceType", None),
-    ('{"resourceType": "Patient", "id": "p1"}', "Observation", "resourceType Patient in a Observation file", None),
+    ('{"resourceType": 7, "id": "x"}', "Observation", "invalid resourceType", None),
+    ('{"resourceType": "Patient", "id": "p1"}', "Observation", "resourceType does not match the file's type", None),
     ('{"resourceType": "Claim", "id": "c1"}', None, None, None),  # any well-formed type is a record
 ]
 
@@ -59,11 +111,12 @@ def classified():
             "line_number": list(range(1, len(CASES) + 1)),
             "line": [c[0] for c in CASES],
             "fallback": [None] * len(CASES),
+            "oversize_bytes": pa.array([None] * len(CASES), pa.int64()),
             "declared_type": [c[1] for c in CASES],
         }
     )
     con.register("batch", batch)
-    con.execute(CLASSIFY_SQL)
+    con.execute(CLASSIFY_SQL, {"newest_allowed": NOW})
     rows = con.execute("SELECT line_number, reason, value_score FROM classified ORDER BY line_number").fetchall()
     con.close()
     return rows

@@ -102,3 +102,25 @@ def test_group_member_references():
     assert patient_id("Patient/7/_history/2") == "7"
     assert patient_id("urn:uuid:0c6b1f3d-edb2-422b-a0af-a262fb90ed07") == "0c6b1f3d-edb2-422b-a0af-a262fb90ed07"
     assert patient_id("Practitioner/1") is None and patient_id("") is None and patient_id("Group/x") is None
+
+
+def test_a_key_file_readable_by_others_is_tightened_before_use(tmp_path, capsys):
+    from pipeline.settings import Settings
+
+    key = tmp_path / "client.pem"
+    key.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    key.chmod(0o644)
+    settings = Settings.from_env(private_key_path=key, warehouse=tmp_path / "wh.duckdb")
+    assert settings.private_key().startswith(b"-----BEGIN")
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert "was readable by others" in capsys.readouterr().err
+
+
+def test_private_umask_makes_new_files_0600_and_folders_0700(tmp_path):
+    from ingestion.private_files import private_umask
+
+    with private_umask():
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "f").write_text("phi")
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "d" / "f").stat().st_mode & 0o777 == 0o600
