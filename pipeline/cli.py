@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CliError as e:
         print(f"outcomes: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("outcomes: interrupted", file=sys.stderr)
         return 130

@@ -7,7 +7,12 @@ import sys
 
 
 class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit code 2."""
+    """A user-facing error: printed without a traceback; exit code 2 unless it says otherwise (75: the
+    warehouse is being written by another process, try again later)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _int_at_least(minimum: int):

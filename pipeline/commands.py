@@ -27,9 +27,12 @@ def _run(fn, *a, **kw):
     from ingestion.warehouse import WarehouseBusy
     from pipeline.steps import QualityGateError
     from pipeline.transform import TransformError
+    from pipeline.writer_lock import WarehouseInUse
 
     try:
         return fn(*a, **kw)
+    except WarehouseInUse as e:
+        raise CliError(str(e), exit_code=e.exit_code) from None
     except (ExtractError, WarehouseBusy, FileNotFoundError, ValueError, TransformError, QualityGateError) as e:
         raise CliError(str(e)) from None
 

@@ -8,9 +8,15 @@ from pathlib import Path
 
 from pipeline import steps
 from pipeline.settings import Settings
+from pipeline.writer_lock import writer
 
 
 def run(settings: Settings, from_dir: Path | None = None, full: bool = False, log=print) -> dict:
+    with writer(settings.warehouse, "refresh"):  # one night at a time, from its first step to its last
+        return _run(settings, from_dir, full, log)
+
+
+def _run(settings: Settings, from_dir: Path | None, full: bool, log) -> dict:
     summary: dict = {"steps": {}, "peak_mib_after": {}}
     t0 = time.perf_counter()
 

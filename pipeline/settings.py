@@ -37,6 +37,7 @@ class Settings:
     landing: Path = Path("data/landing")
     clinic_tz: str = "America/Los_Angeles"
     dashboards_dir: Path | None = None
+    analytics_path: Path | None = None  # the analysts' database; default analytics.duckdb beside the warehouse
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -63,6 +64,7 @@ class Settings:
             "landing": Path(p) if (p := get("LANDING")) else None,
             "clinic_tz": get("CLINIC_TZ") or cls.clinic_tz,
             "dashboards_dir": Path(p) if (p := get("DASHBOARDS_DIR")) else None,
+            "analytics_path": Path(p) if (p := get("ANALYTICS_DB")) else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["landing"] is None:
@@ -92,6 +94,11 @@ class Settings:
     @property
     def dashboards(self) -> Path:
         return self.dashboards_dir or Path(self.warehouse).parent / "dashboards"
+
+    @property
+    def analytics_db(self) -> Path:
+        """The analysts' database: the published marts, no PHI (docs/analysts.md)."""
+        return self.analytics_path or Path(self.warehouse).parent / "analytics.duckdb"
 
     def private_key(self) -> bytes:
         if self.private_key_pem:

@@ -11,17 +11,19 @@ from pathlib import Path
 
 from ingestion.private_files import private_umask
 from pipeline.settings import Settings
+from pipeline.writer_lock import writer
 
 Log = Callable[[str], None]
 
 
-def _private_outputs(step: Callable) -> Callable:
-    """What the step writes (warehouse, landed exports, quality results) holds PHI: 0600 files, 0700 folders."""
+def _writes_warehouse(step: Callable) -> Callable:
+    """The step writes the warehouse (or lands exports for it): it holds the writer lock (another writer gets
+    WarehouseInUse at once, naming this one), and what it writes holds PHI: 0600 files, 0700 folders."""
 
     @functools.wraps(step)
-    def run(*args, **kwargs):
-        with private_umask():
-            return step(*args, **kwargs)
+    def run(settings: Settings, *args, **kwargs):
+        with writer(settings.warehouse, step.__name__), private_umask():
+            return step(settings, *args, **kwargs)
 
     return run
 
@@ -48,7 +50,7 @@ class ExtractSummary:
     reauths: int
 
 
-@_private_outputs
+@_writes_warehouse
 def extract(settings: Settings, full: bool = False, log: Log = print) -> ExtractSummary:
     """EHR -> landing folder (Bulk Data export, or the patient search crawl), incremental by default."""
     import httpx
@@ -115,7 +117,7 @@ class LoadSummary:
         return {k: sum(ld["totals"][k] for ld in self.loads) for k in keys}
 
 
-@_private_outputs
+@_writes_warehouse
 def load(settings: Settings, from_dir: Path | None = None, log: Log = print, progress: bool = True) -> LoadSummary:
     """Landing folder(s) not yet loaded, or any folder of FHIR files -> the DuckDB raw layer."""
     from ingestion.landing import complete_landings
@@ -167,7 +169,7 @@ def _fmt(t: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in t.items())
 
 
-@_private_outputs
+@_writes_warehouse
 def transform(
     settings: Settings,
     log: Log = print,
@@ -203,7 +205,7 @@ class QualityGateError(RuntimeError):
 
 
 def quality_docs_dir(settings: Settings) -> Path:
-    return Path(settings.warehouse).parent / "quality_docs"
+    return Path(settings.warehouse).resolve().parent / "quality_docs"  # GX needs an absolute path
 
 
 def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, full: bool = False):
@@ -257,32 +259,36 @@ def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, ful
     return result
 
 
-@_private_outputs
+@_writes_warehouse
 def validate_raw(settings: Settings, log: Log = print, raise_on_critical: bool = True, full: bool = False):
     """Raw gate: row-level failures are quarantined; critical failures stop the refresh. Incremental (the
     records loaded since the last passed run, plus the current quarantine) unless `full`."""
     return _gate(settings, "raw", log, raise_on_critical, full)
 
 
-@_private_outputs
+@_writes_warehouse
 def validate_marts(settings: Settings, log: Log = print, raise_on_critical: bool = True):
     """Mart gate on the freshly built marts (marts_build), before they are published."""
     return _gate(settings, "marts", log, raise_on_critical)
 
 
-@_private_outputs
+@_writes_warehouse
 def publish(settings: Settings, log: Log = print) -> list[str]:
-    """Copy the accepted marts to the `marts` schema in one transaction."""
+    """Copy the accepted marts to the `marts` schema in one transaction, then write the analysts' database
+    (and its Parquet copies) from them and move it into place."""
     from ingestion.warehouse import connect
+    from pipeline.analytics import publish_analytics
     from pipeline.publish import publish as publish_marts
 
     con = connect(settings.warehouse)
     try:
         tables = publish_marts(con)
         courses, missing = _coverage(con)
+        analytics = publish_analytics(con, settings.analytics_db)
     finally:
         con.close()
     log(f"published {len(tables)} marts to schema marts: {courses:,} treatment courses")
+    log(f"  analysts' database: {analytics.database} (Parquet: {analytics.parquet}/)")
     if courses == 0:
         log("  no ketamine treatment courses in the data: the marts are empty but valid (check the code seeds)")
     if missing:
@@ -301,13 +307,13 @@ def _coverage(con) -> tuple[int, list[str]]:
 
 
 def dashboards(settings: Settings, log: Log = print) -> list[Path]:
-    """Rebuild the dashboards from the published report marts (read-only)."""
+    """Rebuild the dashboards from the report marts in the analysts' database (read-only)."""
     from dashboards.data import read_marts
     from dashboards.pages import build_pages
 
     definitions = Path(__file__).resolve().parents[1] / "docs" / "definitions.md"
     pages = build_pages(
-        read_marts(Path(settings.warehouse)),
+        read_marts(settings.analytics_db),
         settings.dashboards,
         definitions.read_text() if definitions.exists() else None,
     )
