@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PATIENTS ?= 300
 SEED ?= 42
 
-.PHONY: demo test test-fast lint format bootstrap chromium bench docs airflow clean help
+.PHONY: demo test test-fast lint format bootstrap chromium bench docs docs-serve airflow clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -51,13 +51,20 @@ bench: bootstrap  ## benchmarks that print figures (the end-to-end refresh at 50
 
 docs: bootstrap  ## build the dbt docs site (catalogue of every model and column) into dbt_project/target
 	@test -f data/warehouse.duckdb || $(MAKE) demo
-	cd dbt_project && OUTCOMES_WAREHOUSE=$(CURDIR)/data/warehouse.duckdb DBT_PROFILES_DIR=. ../$(BIN)/dbt docs generate --quiet
-	@echo "dbt docs: $(CURDIR)/dbt_project/target/index.html (serve with: cd dbt_project && ../$(BIN)/dbt docs serve --host 127.0.0.1)"
+	cd dbt_project && OUTCOMES_WAREHOUSE=$(CURDIR)/data/warehouse.duckdb DBT_PROFILES_DIR=. ../$(BIN)/dbt docs generate \
+	  --quiet --vars '{document_published: true}'
+	@echo "dbt docs: $(CURDIR)/dbt_project/target/index.html (serve with: make docs-serve)"
+
+DOCS_PORT ?= 8580
+docs-serve: docs  ## serve the dbt docs on 127.0.0.1:$(DOCS_PORT) (not 8080: that is Airflow's)
+	cd dbt_project && ../$(BIN)/dbt docs serve --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
 
 airflow: bootstrap  ## optional: airflow standalone on 127.0.0.1:8080, sized for two cores (data/airflow)
 	AIRFLOW_HOME=$(CURDIR)/data/airflow AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__CORE__PARALLELISM=4 AIRFLOW__API__WORKERS=1 PATH=$(CURDIR)/$(BIN):$$PATH \
-	sh -c '$(BIN)/airflow db migrate >/dev/null && $(BIN)/airflow pools set duckdb_warehouse 1 "DuckDB writers: one at a time" >/dev/null && exec $(BIN)/airflow standalone'
+	sh -c 'set -m; $(BIN)/airflow db migrate >/dev/null && $(BIN)/airflow pools set duckdb_warehouse 1 "DuckDB writers: one at a time" >/dev/null || exit 1; \
+	  echo ">> the DAG starts paused: $(BIN)/airflow dags unpause nightly_outcomes_refresh (or its toggle in the UI)"; \
+	  $(BIN)/airflow standalone & pid=$$!; trap "kill -TERM -$$pid 2>/dev/null; wait $$pid" INT TERM; wait $$pid'
 
 clean:
 	rm -rf data .pytest_cache

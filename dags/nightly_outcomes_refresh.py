@@ -6,9 +6,13 @@ import os
 from datetime import datetime, timedelta
 
 import pendulum
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Variable, task
 
-CLINIC_TZ = pendulum.timezone(os.environ.get("OUTCOMES_CLINIC_TZ", "America/Los_Angeles"))
+# The schedule's timezone is needed when the file is parsed: the same Airflow Variable the tasks read (then
+# the environment), so the DAG and its tasks agree on the clinic's clock.
+CLINIC_TZ = pendulum.timezone(
+    Variable.get("outcomes_clinic_tz", default=os.environ.get("OUTCOMES_CLINIC_TZ") or "America/Los_Angeles")
+)
 WAREHOUSE_POOL = "duckdb_warehouse"  # one slot: DuckDB allows a single writer per file
 
 
@@ -36,8 +40,10 @@ dashboards. Incremental: the extract asks for `_since` the last committed load.
   while paying a scheduler round-trip and a dbt parse per model; dbt's own DAG already orders the models
   and runs the data tests beside them, and its log names the failing model. (The unit tests of the
   outcome definitions run in CI with `make test`: their fixtures are fixed, so a nightly run adds nothing.)
-* Settings: Airflow connection `outcomes_ehr`, variables `outcomes_warehouse` / `outcomes_clinic_tz`, or
-  `OUTCOMES_*` environment variables — read when a task runs, never when this file is parsed.
+* Settings: Airflow connection `outcomes_ehr`, variables `outcomes_warehouse` / `outcomes_analytics_db` /
+  `outcomes_clinic_tz`, or `OUTCOMES_*` environment variables -- read when a task (or its failure callback)
+  runs; only the clinic timezone is read when this file is parsed, for the schedule.
+* The DAG starts paused: `airflow dags unpause nightly_outcomes_refresh` (or the toggle in the UI).
 """
 
 with DAG(

@@ -2,9 +2,9 @@
 
 Settings come from the Airflow connection `outcomes_ehr` (host = FHIR base URL, login = client id,
 extra = {"private_key_path", "group_id", "extract_mode", "client_kid", "scopes", "export_types" (a list or a
-comma string), "type_filters" (a list)}) when it exists, then from
-Airflow variables `outcomes_warehouse` / `outcomes_clinic_tz`, then from OUTCOMES_* environment
-variables. Nothing here runs when the DAG file is parsed.
+comma string), "type_filters" (a list)}) when it exists, then from Airflow variables `outcomes_warehouse` /
+`outcomes_analytics_db` / `outcomes_clinic_tz`, then from OUTCOMES_* environment variables -- for the tasks
+and for the failure callback alike. Nothing here runs when the DAG file is parsed.
 """
 
 from __future__ import annotations
@@ -49,10 +49,14 @@ def settings_from_airflow() -> Settings:
             )
         except Exception:  # noqa: BLE001 - no connection defined: the environment decides
             pass
-        for key, field in (("outcomes_warehouse", "warehouse"), ("outcomes_clinic_tz", "clinic_tz")):
+        for key, field, kind in (
+            ("outcomes_warehouse", "warehouse", Path),
+            ("outcomes_analytics_db", "analytics_path", Path),
+            ("outcomes_clinic_tz", "clinic_tz", str),
+        ):
             value = Variable.get(key, default=None)
             if value:
-                overrides[field] = Path(value) if field == "warehouse" else value
+                overrides[field] = kind(value)
     except ImportError:  # pragma: no cover - outside Airflow
         pass
     return Settings.from_env(**overrides)
@@ -66,7 +70,10 @@ def record_failure(context: dict) -> None:
     run_id = context.get("run_id") or getattr(ti, "run_id", None)
     error = context.get("exception")
     message = f"{type(error).__name__}: {error}" if error else "task failed"
-    settings = Settings.from_env()
+    try:  # the settings the failed task ran with (Airflow's, then the environment's)
+        warehouse = Path(settings_from_airflow().warehouse)
+    except Exception:  # noqa: BLE001 - settings that failed to validate may be why the task failed
+        warehouse = Path(os.environ.get("OUTCOMES_WAREHOUSE") or Settings.warehouse)
     alert = {
         "alerted_at": datetime.now(UTC).isoformat(),
         "dag_id": dag_id,
@@ -74,7 +81,7 @@ def record_failure(context: dict) -> None:
         "task_id": task_id,
         "message": message[:4000],
     }
-    alerts_file = Path(settings.warehouse).parent / "alerts.ndjson"
+    alerts_file = warehouse.parent / "alerts.ndjson"
     alerts_file.parent.mkdir(parents=True, exist_ok=True)
     with open(alerts_file, "a") as f:  # always works, even when the warehouse cannot be opened
         f.write(json.dumps(alert) + "\n")
@@ -82,7 +89,7 @@ def record_failure(context: dict) -> None:
         from expectations.store import ensure_quality_schema
         from ingestion.warehouse import connect
 
-        con = connect(settings.warehouse)
+        con = connect(warehouse)
         try:
             ensure_quality_schema(con)
             con.execute(

@@ -7,7 +7,7 @@ nightly schedule runs; `--in-process` runs the same steps through `outcomes refr
 from __future__ import annotations
 
 import os
-import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +45,7 @@ def run_dag(airflow_home: Path, outcomes_env: dict[str, str], log=print) -> None
     log(f"airflow: dags test {DAG_ID} (task logs in {airflow_home / 'dags_test.log'})")
     with open(airflow_home / "dags_test.log", "w") as out:
         proc = subprocess.run([airflow, "dags", "test", DAG_ID], env=env, stdout=out, stderr=subprocess.STDOUT)
-    states = _task_states(airflow_home / "dags_test.log")
+    states = _task_states(airflow_home)
     for task, state in states.items():
         log(f"  {task:<16} {state}")
     if proc.returncode != 0 or any(s != "success" for s in states.values()):
@@ -54,17 +54,20 @@ def run_dag(airflow_home: Path, outcomes_env: dict[str, str], log=print) -> None
         )
 
 
-def _task_states(log_file: Path) -> dict[str, str]:
-    states: dict[str, str] = {}
-    current = None
-    for line in log_file.read_text(errors="replace").splitlines():
-        m = re.search(r"task_id='([a-z_]+)'", line)
-        if m and "RuntimeTaskInstance" in line:
-            current = m.group(1)
-        m = re.search(r"new_state=(\w+)", line)
-        if m and current:
-            states[current] = m.group(1)
-    return states
+def _task_states(airflow_home: Path) -> dict[str, str]:
+    """Each task's final state in the latest run, from Airflow's own metadata database (the demo's is SQLite):
+    the log's interleaved lines cannot be trusted to say which task failed."""
+    con = sqlite3.connect(f"file:{airflow_home / 'airflow.db'}?mode=ro", uri=True)
+    try:
+        rows = con.execute(
+            """SELECT task_id, coalesce(state, 'none') FROM task_instance
+               WHERE dag_id = ? AND run_id = (SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)
+               ORDER BY start_date IS NULL, start_date, task_id""",
+            [DAG_ID, DAG_ID],
+        ).fetchall()
+    finally:
+        con.close()
+    return dict(rows)
 
 
 def _quiet(cmd: list[str], env: dict, what: str) -> None:

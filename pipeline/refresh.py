@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline import steps
 from pipeline.settings import Settings
+from pipeline.transform import dbt_log_dir
 from pipeline.writer_lock import writer
 
 
@@ -25,6 +26,7 @@ def _run(settings: Settings, from_dir: Path | None, full: bool, log) -> dict:
         start = time.perf_counter()
         out = fn(*a, **kw)
         summary["steps"][name] = round(time.perf_counter() - start, 2)
+        log(f"   {name}: done in {summary['steps'][name]:.1f} s")
         # the process's memory high-water mark so far: shows which step sets the peak
         summary["peak_mib_after"][name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         return out
@@ -54,5 +56,7 @@ def _run(settings: Settings, from_dir: Path | None, full: bool, log) -> dict:
         f"(Data Docs: {summary['quality']['docs']})"
     )
     log(f"  warehouse: {settings.warehouse} (marts published to schema marts)")
+    log(f"  analysts' database: {settings.analytics_db}")
     log(f"  dashboards: {summary['dashboards']}")
+    log(f"  logs: dbt {dbt_log_dir(settings.warehouse) / 'dbt.log'}")
     return summary

@@ -30,6 +30,10 @@ def _env(**values: str):
                 os.environ[k] = v
 
 
+def dbt_log_dir(warehouse: Path) -> Path:
+    return Path(warehouse).resolve().parent / "logs"
+
+
 def dbt_invoke(warehouse: Path, args: list[str], dbt_vars: dict | None = None, quiet: bool = False):
     """Run one dbt command against `warehouse`; returns dbt's result object."""
     from dbt.cli.main import dbtRunner
@@ -44,10 +48,14 @@ def dbt_invoke(warehouse: Path, args: list[str], dbt_vars: dict | None = None, q
     # scrubbed of secrets on the way (about a second of a nightly build). Node-level lines are kept; set
     # DBT_LOG_LEVEL_FILE=debug to see the queries.
     log_level_file = os.environ.get("DBT_LOG_LEVEL_FILE", "info")
+    # The console gets dbt's warnings and errors only (the step prints its own summary); every node's line
+    # goes to the log file beside the warehouse.
     with _env(
         OUTCOMES_WAREHOUSE=str(Path(warehouse).resolve()),
         DBT_SEND_ANONYMOUS_USAGE_STATS="False",
         DBT_LOG_LEVEL_FILE=log_level_file,
+        DBT_LOG_LEVEL=os.environ.get("DBT_LOG_LEVEL", "warn"),
+        DBT_LOG_PATH=str(dbt_log_dir(warehouse)),
     ):
         try:
             return dbtRunner().invoke(cli)
@@ -96,9 +104,12 @@ def build(
         statuses[status] = statuses.get(status, 0) + 1
         if status in ("error", "fail"):
             failed.append(f"{r.node.name}: {(r.message or '').strip()[:300]}")
+    log_file = dbt_log_dir(warehouse) / "dbt.log"
     if not result.success:
-        raise TransformError("dbt build failed:\n  " + "\n  ".join(failed or ["see the dbt log above"]))
-    log(f"dbt build: {', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}")
+        raise TransformError(
+            "dbt build failed:\n  " + "\n  ".join(failed or ["see the dbt log"]) + f"\n  (dbt log: {log_file})"
+        )
+    log(f"dbt build: {', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))} (log: {log_file})")
     return statuses
 
 

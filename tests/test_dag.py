@@ -70,6 +70,9 @@ def test_dag_integrity(tmp_path):
 
 def test_dag_timezone_is_configurable(tmp_path):
     assert _integrity(tmp_path, {"OUTCOMES_CLINIC_TZ": "America/New_York"})["timezone"] == "America/New_York"
+    # the Airflow Variable the tasks read wins over the environment
+    both = {"OUTCOMES_CLINIC_TZ": "America/New_York", "AIRFLOW_VAR_OUTCOMES_CLINIC_TZ": "America/Chicago"}
+    assert _integrity(tmp_path, both)["timezone"] == "America/Chicago"
 
 
 def _rounded(row: tuple) -> tuple:
@@ -119,7 +122,8 @@ def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
         "OUTCOMES_EHR_URL": server.base,
         "OUTCOMES_CLIENT_ID": "dag-test",
         "OUTCOMES_PRIVATE_KEY_PATH": str(key),
-        "OUTCOMES_WAREHOUSE": str(wh),
+        # the warehouse only through an Airflow Variable: the tasks and the failure callback must both use it
+        "AIRFLOW_VAR_OUTCOMES_WAREHOUSE": str(wh),
     }
     airflow_home = tmp_path / "airflow"
     try:
@@ -150,11 +154,19 @@ def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
         con = duckdb.connect(str(wh))
         con.execute("INSERT INTO raw.patient_versions_landed SELECT * FROM raw.patient_versions LIMIT 1")
         con.close()
+        reported: list[str] = []
         with pytest.raises(RuntimeError, match="DAG run failed"):
-            run_dag(airflow_home, env, log=lambda _: None)
+            run_dag(airflow_home, env, log=reported.append)
+        states = dict(line.split() for line in reported if line.startswith("  "))
+        assert states["extract"] == states["load"] == "success" and states["validate_raw"] == "failed", reported
+        assert states["publish"] == "upstream_failed"
     finally:
         server.stop()
     alerts = [json.loads(x) for x in (wh.parent / "alerts.ndjson").read_text().splitlines()]
+    assert not (ROOT / "data" / "alerts.ndjson").exists() or all(
+        a.get("run_id") not in {x["run_id"] for x in alerts}
+        for a in map(json.loads, (ROOT / "data" / "alerts.ndjson").read_text().splitlines())
+    ), "an alert went to the default warehouse's folder"
     assert alerts[-1]["task_id"] == "validate_raw" and "resource_versions_unique" in alerts[-1]["message"]
     con = duckdb.connect(str(wh), read_only=True)
     assert con.execute("SELECT count(*) FROM quality.alerts WHERE task_id = 'validate_raw'").fetchall()[0][0] >= 1
