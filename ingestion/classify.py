@@ -22,28 +22,38 @@ _FINAL = ", ".join(f"'{s}'" for s in FINAL_STATUSES)
 _JSON_INTEGER = r"-?(0|[1-9][0-9]*)"
 _JSON_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"  # no NaN or Infinity, which DuckDB accepts
 
+
+def _text(value: str) -> str:
+    """A JSON value's text: a plain string's by slicing off its quotes (no parse), an escaped string's or any
+    other value's through DuckDB's JSON reader."""
+    return (
+        f"CASE WHEN starts_with({value}, '\"') AND NOT contains({value}, '\\') THEN {value}[2:-2] "
+        f"ELSE json_extract_string({value}, '$') END"
+    )
+
+
 # Reasons are fixed texts: a bad record's own content (a status holding a name) must not travel into
-# summaries and dashboards. The text stays in raw.quarantine, beside the reason.
+# summaries and dashboards. The text stays in raw.quarantine, beside the reason. The JSON values extracted
+# are typed by their first character (a string starts with a quote, null is `null`), without parsing them
+# again.
 CLASSIFY_SQL = f"""
 CREATE OR REPLACE TEMP TABLE classified AS
 WITH parsed AS (
-    -- json_valid guards the extraction (cheaper than try(), which goes through an exception per bad row)
+    -- try(): one parse per line (json_valid first would be a second); it costs an exception per bad line only
     SELECT file, line_number, line, fallback, oversize_bytes, declared_type,
-           CASE WHEN line IS NOT NULL AND json_valid(line) THEN json_extract(line, {_PATHS!r}) END AS j
+           try(json_extract(line, {_PATHS!r}))::VARCHAR[] AS j
     FROM batch
 ), fields AS (
     SELECT file, line_number, line, fallback, oversize_bytes, declared_type, j, j IS NOT NULL AS valid,
-           json_type(j[1]) = 'VARCHAR' AND regexp_full_match(j[1]::VARCHAR, '"{RESOURCE_TYPE_PATTERN}"')
-               AS type_well_formed,
-           json_extract_string(j[1], '$') AS resource_type,
-           j[2] IS NOT NULL AND json_type(j[2]) <> 'NULL' AS has_id,
-           regexp_full_match(j[2]::VARCHAR, '"{FHIR_ID_PATTERN}"') AS id_well_formed,
-           json_extract_string(j[2], '$') AS resource_id,
-           json_extract_string(j[3], '$') AS version_id,
-           json_extract_string(j[4], '$') AS last_updated,
-           json_type(j[5]) AS status_type, json_extract_string(j[5], '$') AS status,
-           j[6]::VARCHAR AS v_int, j[7]::VARCHAR AS v_qty, json_type(j[8]) AS v_str_type,
-           json_extract_string(j[8], '$') AS v_str
+           regexp_full_match(j[1], '"{RESOURCE_TYPE_PATTERN}"') AS type_well_formed,
+           {_text("j[1]")} AS resource_type,
+           j[2] IS NOT NULL AND j[2] <> 'null' AS has_id,
+           regexp_full_match(j[2], '"{FHIR_ID_PATTERN}"') AS id_well_formed,
+           {_text("j[2]")} AS resource_id,
+           {_text("j[3]")} AS version_id,
+           {_text("j[4]")} AS last_updated,
+           starts_with(j[5], '"') AS status_is_string, {_text("j[5]")} AS status,
+           j[6] AS v_int, j[7] AS v_qty, starts_with(j[8], '"') AS v_str_is_string, {_text("j[8]")} AS v_str
     FROM parsed
 ), typed AS (
     SELECT *, try_cast(last_updated AS TIMESTAMPTZ) AS last_updated_at,
@@ -54,7 +64,7 @@ WITH parsed AS (
                     CASE WHEN regexp_full_match(v_int, '{_JSON_INTEGER}') THEN try_cast(v_int AS DOUBLE) END
                 WHEN v_qty IS NOT NULL THEN
                     CASE WHEN regexp_full_match(v_qty, '{_JSON_NUMBER}') THEN try_cast(v_qty AS DOUBLE) END
-                WHEN v_str_type = 'VARCHAR' THEN try_cast(trim(v_str) AS DOUBLE) END AS value_read
+                WHEN v_str_is_string THEN try_cast(trim(v_str) AS DOUBLE) END AS value_read
     FROM fields
 ), judged AS (
 SELECT *, CASE WHEN isfinite(value_read) THEN value_read END AS value_score,
@@ -70,13 +80,13 @@ SELECT *, CASE WHEN isfinite(value_read) THEN value_read END AS value_score,
             THEN 'resourceType does not match the file''s type'
         WHEN NOT has_id THEN 'missing id'
         WHEN NOT id_well_formed THEN 'id is not a FHIR id (a string of 1-64 letters, digits, - or .)'
-        WHEN j[3] IS NOT NULL AND json_type(j[3]) <> 'VARCHAR' THEN 'meta.versionId is not a string'
+        WHEN j[3] IS NOT NULL AND NOT starts_with(j[3], '"') THEN 'meta.versionId is not a string'
         WHEN last_updated IS NOT NULL AND last_updated_at IS NULL THEN 'unparseable meta.lastUpdated'
         WHEN last_updated_at > $newest_allowed
             THEN 'meta.lastUpdated after the export''s transactionTime (the EHR''s clock)'
-        WHEN resource_type = 'Observation' AND (status IS NULL OR status_type = 'NULL')
+        WHEN resource_type = 'Observation' AND (status IS NULL OR j[5] = 'null')
             THEN 'Observation without status'
-        WHEN resource_type = 'Observation' AND (status_type <> 'VARCHAR' OR status NOT IN ({_OBS_STATUSES}))
+        WHEN resource_type = 'Observation' AND (NOT status_is_string OR status NOT IN ({_OBS_STATUSES}))
             THEN 'unknown Observation status'
         WHEN resource_type = 'Observation' AND value_source = 'valueInteger' AND value_read IS NULL
             THEN 'valueInteger is not a JSON integer'
@@ -91,7 +101,7 @@ SELECT *, CASE WHEN isfinite(value_read) THEN value_read END AS value_score,
     coalesce(CASE WHEN type_well_formed THEN resource_type END, declared_type, 'unknown') AS counted_type,
     coalesce(version_id, '') || '|' || coalesce(last_updated, '')
         || CASE WHEN version_id IS NULL AND last_updated IS NULL THEN '|' || md5(line) ELSE '' END AS version_key,
-    md5(line) AS content_md5
+    hash(line) AS line_hash  -- tells a repeated version's content apart from its first copy's
 FROM typed
 )
 -- the raw text stays in the batch (joined back on insert), except a quarantined line's: a join back to the
@@ -105,52 +115,66 @@ FROM judged
 CONFLICT_REASON = "same id and meta.versionId as a stored version, different content (the stored one is kept)"
 
 
-def conflicting_versions_sql(stem: str) -> str:
-    """Lines of `$rtype` repeating a version (same id and version key) with other content: against the
-    stored versions (compared as minified JSON, so a server's whitespace does not count), the versions the
-    previous batch is writing, and the version's first line in this batch. Only repeated versions are read
-    again, so a night of new versions pays nothing for the check."""
+def known_versions_sql(stem: str) -> list[str]:
+    """The batch's versions of `$rtype` (first line, lines) and, per valid line whose version is known
+    already, where: stored (committed loads and this load's earlier batches; the row) or being written by the
+    previous batch (its text's hash). One join of each on the narrow key columns, shared by the conflict
+    check and the dedupe."""
+    return [
+        """
+        CREATE OR REPLACE TEMP TABLE batch_versions AS
+        SELECT resource_id, version_key, min(line_number) AS first_line, count(*) AS lines
+        FROM classified WHERE reason IS NULL AND resource_type = $rtype GROUP BY ALL""",
+        f"""
+        CREATE OR REPLACE TEMP TABLE known AS
+        SELECT c.line_number, v.rowid AS stored_row, NULL::UBIGINT AS flight_hash
+        FROM classified c JOIN raw.{stem}_versions_landed v
+            ON v.resource_id = c.resource_id AND v.version_key = c.version_key
+        WHERE c.reason IS NULL AND c.resource_type = $rtype
+        UNION ALL
+        SELECT c.line_number, NULL, i.line_hash
+        FROM classified c JOIN in_flight i
+            ON i.resource_type = $rtype AND i.resource_id = c.resource_id AND i.version_key = c.version_key
+        WHERE c.reason IS NULL AND c.resource_type = $rtype""",
+    ]
+
+
+def conflicts_with_stored_sql(stem: str) -> str:
+    """Lines of `$rtype` repeating a stored version with other content (compared as minified JSON, so a
+    server's whitespace does not count). Run only when the batch repeats stored versions: it reads their text."""
     return f"""
         INSERT INTO conflicts
-        WITH mine AS (
-            SELECT line_number, resource_id, version_key FROM classified WHERE reason IS NULL AND resource_type = $rtype
-        ), repeated AS (
-            SELECT * FROM mine m
-            WHERE EXISTS (SELECT 1 FROM raw.{stem}_versions_landed v
-                          WHERE v.resource_id = m.resource_id AND v.version_key = m.version_key)
-               OR EXISTS (SELECT 1 FROM in_flight i WHERE i.resource_type = $rtype
-                          AND i.resource_id = m.resource_id AND i.version_key = m.version_key)
-               OR (m.resource_id, m.version_key) IN (SELECT resource_id, version_key FROM mine GROUP BY ALL
-                                                     HAVING count(*) > 1)
-        ), texts AS (
-            SELECT r.*, b.line, hash(b.line) AS line_hash FROM repeated r JOIN batch b USING (line_number)
-        ), first_lines AS (
-            SELECT resource_id, version_key, arg_min(line_hash, line_number) AS first_hash FROM texts GROUP BY ALL
-        )
-        SELECT t.line_number FROM texts t JOIN first_lines f USING (resource_id, version_key)
-        WHERE t.line_hash <> f.first_hash
-           OR EXISTS (SELECT 1 FROM in_flight i WHERE i.resource_type = $rtype AND i.resource_id = t.resource_id
-                      AND i.version_key = t.version_key AND i.line_hash <> t.line_hash)
-           OR EXISTS (SELECT 1 FROM raw.{stem}_versions_landed v
-                      WHERE v.resource_id = t.resource_id AND v.version_key = t.version_key
-                        AND json(v.resource) <> json(t.line))"""
+        SELECT k.line_number
+        FROM known k
+        JOIN (SELECT rowid AS stored_row, resource FROM raw.{stem}_versions_landed
+              WHERE rowid IN (SELECT stored_row FROM known WHERE stored_row IS NOT NULL)) v USING (stored_row)
+        JOIN batch b USING (line_number)
+        WHERE try(json(v.resource)) <> try(json(b.line))  -- try(): the batch's malformed lines are never compared"""
 
 
-def fresh_versions_sql(stem: str) -> str:
-    """Lines of the batch that bring a version of `$rtype` not stored yet (line numbers only)."""
-    return f"""
+# Lines repeating the version the previous batch is writing, or their version's first line in this batch, with
+# other content (by a hash of the text)
+CONFLICTS_IN_LOAD_SQL = """
+    INSERT INTO conflicts
+    SELECT k.line_number FROM known k JOIN classified c USING (line_number)
+    WHERE k.flight_hash IS NOT NULL AND c.line_hash <> k.flight_hash
+    UNION
+    SELECT c.line_number
+    FROM classified c
+    JOIN batch_versions v USING (resource_id, version_key)
+    JOIN classified f ON f.line_number = v.first_line
+    WHERE v.lines > 1 AND c.reason IS NULL AND c.resource_type = $rtype AND c.line_hash <> f.line_hash"""
+
+
+def fresh_versions_sql() -> str:
+    """Lines of the batch that bring a version of `$rtype` not known yet (line numbers only): the first line
+    of each version in the batch that is neither stored nor being written (the lines of one version all are
+    known, or none)."""
+    return """
         INSERT INTO fresh
-        SELECT c.line_number, $rtype FROM classified c
-        WHERE c.line_number IN (  -- the first line of each version in the batch (a hash aggregate, not a sort)
-                SELECT min(line_number) FROM classified WHERE reason IS NULL AND resource_type = $rtype
-                GROUP BY resource_id, version_key)
-          -- the landed table holds committed loads and this load's earlier batches (others were discarded)
-          AND NOT EXISTS (SELECT 1 FROM raw.{stem}_versions_landed v
-                          WHERE v.resource_id = c.resource_id AND v.version_key = c.version_key)
-          -- and the versions the previous batch is writing, committed or not
-          AND NOT EXISTS (SELECT 1 FROM in_flight i
-                          WHERE i.resource_type = $rtype AND i.resource_id = c.resource_id
-                            AND i.version_key = c.version_key)"""
+        SELECT v.first_line, $rtype FROM batch_versions v
+        WHERE v.first_line NOT IN (SELECT line_number FROM known)
+          AND v.first_line NOT IN (SELECT line_number FROM conflicts)"""
 
 
 def insert_versions_sql(rtype: str, stem: str) -> str:

@@ -198,7 +198,8 @@ def lines_in_polars(block: bytes, first: int, max_line: int = DEFAULT_MAX_LINE_B
     blank = suspects.filter(pl.col("line").is_null() | (pl.col("line").str.strip_chars(_ASCII_WHITESPACE) == ""))
     if blank.height:
         frame = frame.filter(~pl.col("line_number").is_in(blank["line_number"].implode()))
-    if len(block) > max_line:  # a block this size may hold a line over the limit
+    # a block this size may hold a line over the limit; the columns are rewritten only when one does
+    if len(block) > max_line and (frame["line"].str.len_bytes().max() or 0) > max_line:
         length = pl.col("line").str.len_bytes().cast(pl.Int64)
         too_long = pl.col("line").is_not_null() & (length > max_line)
         frame = frame.with_columns(

@@ -24,9 +24,11 @@ import orjson
 from ingestion.classify import (
     CLASSIFY_SQL,
     CONFLICT_REASON,
-    conflicting_versions_sql,
+    CONFLICTS_IN_LOAD_SQL,
+    conflicts_with_stored_sql,
     fresh_versions_sql,
     insert_versions_sql,
+    known_versions_sql,
 )
 from ingestion.line_reader import as_arrow, bundle_batches, ndjson_batches, read_ahead
 from ingestion.load_log import record_failure, start_load, transaction, write_log
@@ -260,9 +262,8 @@ class Loader:
                 cur.execute("BEGIN TRANSACTION")
                 cutoff, loaded = self._check_batch(cur, params, result, last)
                 in_flight = cur.sql(
-                    "SELECT f.resource_type, c.resource_id, c.version_key, hash(b.line) AS line_hash "
-                    "FROM fresh f JOIN classified c USING (line_number) JOIN batch b USING (line_number) "
-                    f"WHERE line_number <= {cutoff}"
+                    "SELECT f.resource_type, c.resource_id, c.version_key, c.line_hash "
+                    f"FROM fresh f JOIN classified c USING (line_number) WHERE line_number <= {cutoff}"
                 ).pl()
                 writing[slot] = writer.submit(self._write_batch, cur, loaded, params, cutoff)
                 carried = frame.filter(pl.col("line_number") > cutoff)
@@ -300,15 +301,26 @@ class Loader:
             "SELECT DISTINCT resource_type FROM classified WHERE reason IS NULL ORDER BY 1"
         ).fetchall()
         for (rtype,) in valid_types:
-            cur.execute(conflicting_versions_sql(self._table(rtype)), {"rtype": rtype})
-        cur.execute(
-            """UPDATE classified SET reason = $reason, quarantined_text = b.line FROM batch b
-               WHERE classified.line_number = b.line_number
-                 AND classified.line_number IN (SELECT line_number FROM conflicts)""",
-            {"reason": CONFLICT_REASON},
-        )
-        for (rtype,) in valid_types:
-            cur.execute(fresh_versions_sql(self._table(rtype)), {"rtype": rtype})
+            stem = self._table(rtype)
+            for statement in known_versions_sql(stem):
+                cur.execute(statement, {"rtype": rtype})
+            # the conflict checks read texts again: only for the versions the batch repeats
+            stored, in_flight, repeated = cur.execute(
+                """SELECT count(stored_row), count(flight_hash),
+                          (SELECT count(*) FROM batch_versions WHERE lines > 1) FROM known"""
+            ).fetchall()[0]
+            if stored:
+                cur.execute(conflicts_with_stored_sql(stem))
+            if in_flight or repeated:
+                cur.execute(CONFLICTS_IN_LOAD_SQL, {"rtype": rtype})
+            cur.execute(fresh_versions_sql(), {"rtype": rtype})
+        if cur.execute("SELECT count(*) FROM conflicts").fetchall()[0][0]:
+            cur.execute(
+                """UPDATE classified SET reason = $reason, quarantined_text = b.line FROM batch b
+                   WHERE classified.line_number = b.line_number
+                     AND classified.line_number IN (SELECT line_number FROM conflicts)""",
+                {"reason": CONFLICT_REASON},
+            )
         cutoff = self._cutoff(cur, last or len(valid_types) != 1)
         # a bad line already quarantined by an earlier load (a landing sent again) is a duplicate of it
         cur.execute(

@@ -59,6 +59,12 @@ def size_in_bytes(value: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
+def _lock_holder(error: Exception) -> str:
+    """DuckDB's lock error names the process holding the file ("... (PID 123) ..."): pass it on."""
+    m = re.search(r"PID (\d+)", str(error))
+    return f"PID {m.group(1)}" if m else "see `lsof` on the file"
+
+
 def connect(path: Path, read_only: bool = False):
     """Open the warehouse; one writer at a time (DuckDB locks the file per process)."""
     import duckdb
@@ -73,8 +79,9 @@ def connect(path: Path, read_only: bool = False):
     except duckdb.IOException as e:
         if "lock" in str(e).lower():
             raise WarehouseBusy(
-                f"the warehouse {path} is in use by another process (the nightly refresh?); "
-                "wait for it to finish, or query a published copy"
+                f"the warehouse {path} is open in another process ({_lock_holder(e)}); DuckDB allows one writer and "
+                "no reader beside it. Analysts read analytics.duckdb, not this file: close the other connection, "
+                "then run again"
             ) from None
         raise
     if not read_only:  # the warehouse holds PHI: the owner's alone, however it was created
