@@ -39,22 +39,29 @@ def _text(value: str) -> str:
 CLASSIFY_SQL = f"""
 CREATE OR REPLACE TEMP TABLE classified AS
 WITH parsed AS (
-    -- try(): one parse per line (json_valid first would be a second); it costs an exception per bad line only
+    -- json_valid guards the extraction (try() would fall back to row-by-row evaluation for every vector
+    -- holding a bad line)
     SELECT file, line_number, line, fallback, oversize_bytes, declared_type,
-           try(json_extract(line, {_PATHS!r}))::VARCHAR[] AS j
+           CASE WHEN line IS NOT NULL AND json_valid(line) THEN json_extract(line, {_PATHS!r}) END AS parts
     FROM batch
-), fields AS (
-    SELECT file, line_number, line, fallback, oversize_bytes, declared_type, j, j IS NOT NULL AS valid,
-           regexp_full_match(j[1], '"{RESOURCE_TYPE_PATTERN}"') AS type_well_formed,
-           {_text("j[1]")} AS resource_type,
-           j[2] IS NOT NULL AND j[2] <> 'null' AS has_id,
-           regexp_full_match(j[2], '"{FHIR_ID_PATTERN}"') AS id_well_formed,
-           {_text("j[2]")} AS resource_id,
-           {_text("j[3]")} AS version_id,
-           {_text("j[4]")} AS last_updated,
-           starts_with(j[5], '"') AS status_is_string, {_text("j[5]")} AS status,
-           j[6] AS v_int, j[7] AS v_qty, starts_with(j[8], '"') AS v_str_is_string, {_text("j[8]")} AS v_str
+), unpacked AS (  -- each value's JSON text, taken out of the list once
+    SELECT * EXCLUDE (parts), parts IS NOT NULL AS valid,
+           {", ".join(f"parts[{i}]::VARCHAR AS j{i}" for i in range(1, 9))}
     FROM parsed
+), fields AS (
+    SELECT file, line_number, line, fallback, oversize_bytes, declared_type, valid, j1, j3, j5,
+           regexp_full_match(j1, '"{RESOURCE_TYPE_PATTERN}"') AS type_well_formed,
+           -- a well-formed type or id has no character JSON escapes: its text is between the quotes
+           CASE WHEN type_well_formed THEN j1[2:-2] END AS resource_type,
+           j2 IS NOT NULL AND j2 <> 'null' AS has_id,
+           regexp_full_match(j2, '"{FHIR_ID_PATTERN}"') AS id_well_formed,
+           CASE WHEN id_well_formed THEN j2[2:-2] END AS resource_id,
+           {_text("j3")} AS version_id,
+           {_text("j4")} AS last_updated,
+           starts_with(j5, '"') AS status_is_string,
+           CASE WHEN status_is_string THEN j5[2:-2] END AS status,  -- every status code is plain text
+           j6 AS v_int, j7 AS v_qty, starts_with(j8, '"') AS v_str_is_string, {_text("j8")} AS v_str
+    FROM unpacked
 ), typed AS (
     SELECT *, try_cast(last_updated AS TIMESTAMPTZ) AS last_updated_at,
            CASE WHEN resource_type = 'Observation' THEN
@@ -72,21 +79,21 @@ SELECT *, CASE WHEN isfinite(value_read) THEN value_read END AS value_score,
         WHEN oversize_bytes IS NOT NULL THEN 'line longer than the limit (OUTCOMES_MAX_LINE_BYTES)'
         WHEN line IS NULL THEN 'invalid UTF-8'
         WHEN NOT valid THEN 'malformed JSON'
-        WHEN j[1] IS NULL AND json_type(line) <> 'OBJECT'
+        WHEN j1 IS NULL AND json_type(line) <> 'OBJECT'
             THEN 'not a JSON object (a Bundle entry without a resource?)'
-        WHEN j[1] IS NULL THEN 'missing resourceType'
+        WHEN j1 IS NULL THEN 'missing resourceType'
         WHEN NOT type_well_formed THEN 'invalid resourceType'
         WHEN declared_type IS NOT NULL AND resource_type <> declared_type
             THEN 'resourceType does not match the file''s type'
         WHEN NOT has_id THEN 'missing id'
         WHEN NOT id_well_formed THEN 'id is not a FHIR id (a string of 1-64 letters, digits, - or .)'
-        WHEN j[3] IS NOT NULL AND NOT starts_with(j[3], '"') THEN 'meta.versionId is not a string'
+        WHEN j3 IS NOT NULL AND NOT starts_with(j3, '"') THEN 'meta.versionId is not a string'
         WHEN last_updated IS NOT NULL AND last_updated_at IS NULL THEN 'unparseable meta.lastUpdated'
         WHEN last_updated_at > $newest_allowed
             THEN 'meta.lastUpdated after the export''s transactionTime (the EHR''s clock)'
-        WHEN resource_type = 'Observation' AND (status IS NULL OR j[5] = 'null')
+        WHEN resource_type = 'Observation' AND (j5 IS NULL OR j5 = 'null')
             THEN 'Observation without status'
-        WHEN resource_type = 'Observation' AND (NOT status_is_string OR status NOT IN ({_OBS_STATUSES}))
+        WHEN resource_type = 'Observation' AND (status IS NULL OR status NOT IN ({_OBS_STATUSES}))
             THEN 'unknown Observation status'
         WHEN resource_type = 'Observation' AND value_source = 'valueInteger' AND value_read IS NULL
             THEN 'valueInteger is not a JSON integer'
@@ -106,7 +113,7 @@ FROM typed
 )
 -- the raw text stays in the batch (joined back on insert), except a quarantined line's: a join back to the
 -- batch for a few bad lines would read every line of it again
-SELECT * EXCLUDE (line, fallback, type_well_formed, j),
+SELECT * EXCLUDE (line, fallback, type_well_formed, j1, j3, j5),
        CASE WHEN reason IS NOT NULL THEN coalesce(fallback, line) END AS quarantined_text
 FROM judged
 """
