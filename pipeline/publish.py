@@ -48,7 +48,7 @@ def _publish_health(con, schema: str) -> None:
     con.execute(f"""
         CREATE OR REPLACE TABLE {schema}.rpt_data_health AS
         SELECT now() AS published_at,
-               (SELECT max(transaction_time) FROM raw.load_log WHERE status = 'committed') AS data_as_of,
+               (SELECT max(transaction_at) FROM raw.load_log WHERE status = 'committed') AS data_as_of,
                (SELECT max(finished_at) FROM raw.load_log WHERE status = 'committed') AS last_load_at,
                (SELECT success FROM quality.validation_runs WHERE suite = 'raw' ORDER BY started_at DESC LIMIT 1)
                    AS raw_gate_passed,

@@ -78,7 +78,7 @@ def test_relapse_free_survival_matches_lifelines(clinic_warehouse):
     _, wh = clinic_warehouse
     con = _con(wh)
     durations = con.sql("""SELECT protocol, instrument, days_to_relapse_or_censor, relapsed
-                               FROM marts.fct_course_outcomes WHERE is_responder""").pl()
+                               FROM marts.fct_course_outcomes WHERE is_responder AND is_evaluable""").pl()
     km = con.sql("SELECT * FROM marts.rpt_relapse_free_survival ORDER BY protocol, instrument, day").pl()
     con.close()
     checked = 0

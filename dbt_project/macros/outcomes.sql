@@ -13,3 +13,14 @@
          else {{ score }} <= {{ remission_max }} and (not {{ requires_response }} or coalesce({{ responds }}, false))
     end
 {%- endmacro %}
+
+{#- The course x instrument outcomes that rates and curves count: final evaluable ones, and provisional ones
+    (courses open at the cut-off) only when include_provisional_outcomes is switched on. -#}
+{% macro counted_in_rates(relation_alias=none) -%}
+    {%- set p = relation_alias ~ '.' if relation_alias else '' -%}
+    {%- if var('include_provisional_outcomes') -%}
+        ({{ p }}evaluability = 'evaluable' or ({{ p }}evaluability = 'provisional' and {{ p }}is_responder is not null))
+    {%- else -%}
+        {{ p }}evaluability = 'evaluable'
+    {%- endif -%}
+{%- endmacro %}

@@ -20,15 +20,16 @@ starts as (
 courses as (
     select
         *,
-        sum(starts_course::int)
-            over (partition by patient_id order by started_at, infusion_id rows unbounded preceding) as course_number
+        (sum(starts_course::int)
+            over (partition by patient_id order by started_at, infusion_id rows unbounded preceding))::integer
+            as course_number
     from starts
 ),
 
 numbered as (
     select
         *,
-        row_number() over by_course as infusion_number,
+        (row_number() over by_course)::integer as infusion_number,
         sum(case when not starts_course and gap_days > {{ var('induction_max_gap_days') }} then 1 else 0 end)
             over (by_course rows unbounded preceding) as long_gaps_so_far
     from courses

@@ -4,6 +4,7 @@ with outcomes as (
     select course_id, protocol, instrument, baseline_score
     from {{ ref('fct_course_outcomes') }}
     where baseline_score > 0
+        and (evaluability <> 'provisional' or {{ 'true' if var('include_provisional_outcomes') else 'false' }})
 ),
 
 catalogue as (

@@ -10,8 +10,11 @@ COLUMNS = [
     "n_evaluable",
     "n_responders",
     "n_remitters",
+    "n_worse",
+    "n_provisional",
     "response_rate",
     "remission_rate",
+    "worsening_rate",
     "n_relapsed",
     "median_relapse_free_days",
     "reference_protocol",
@@ -42,15 +45,20 @@ def model(dbt, session):
     dbt.config(materialized="table")
     import pandas as pd
 
+    include_provisional = str(dbt.config.get("include_provisional_outcomes", False)).lower() == "true"
     outcomes = dbt.ref("fct_course_outcomes").df()
+    # what rates and curves count: final evaluable outcomes (and, when switched on, provisional ones)
+    outcomes["counted"] = (outcomes["evaluability"] == "evaluable") | (
+        include_provisional & (outcomes["evaluability"] == "provisional") & outcomes["is_responder"].notna()
+    )
     survival = dbt.ref("rpt_relapse_free_survival").df()
-    responders = outcomes[_true(outcomes["is_responder"])]
+    responders = outcomes[_true(outcomes["is_responder"]) & outcomes["counted"]]
     protocols = dbt.ref("protocols").df()
     reference = next(iter(protocols.loc[_true(protocols["is_reference"]), "protocol"]), None)
 
     rows = []
     for (protocol, instrument), group in outcomes.groupby(["protocol", "instrument"], sort=True):
-        evaluable = group[group["is_responder"].notna()]
+        evaluable = group[group["counted"]]
         remission_known = evaluable[evaluable["is_remitter"].notna()]
         curve = survival[(survival["protocol"] == protocol) & (survival["instrument"] == instrument)]
         below_half = curve[curve["survival"] <= 0.5]
@@ -69,9 +77,12 @@ def model(dbt, session):
                 "n_evaluable": len(evaluable),
                 "n_responders": int(_true(evaluable["is_responder"]).sum()),
                 "n_remitters": int(_true(remission_known["is_remitter"]).sum()),
+                "n_worse": int(_true(evaluable["is_worse"]).sum()),
+                "n_provisional": int((group["evaluability"] == "provisional").sum()),
                 "response_rate": _true(evaluable["is_responder"]).mean() if len(evaluable) else None,
                 "remission_rate": _true(remission_known["is_remitter"]).mean() if len(remission_known) else None,
-                "n_relapsed": int(_true(group["relapsed"]).sum()),
+                "worsening_rate": _true(evaluable["is_worse"]).mean() if len(evaluable) else None,
+                "n_relapsed": int(_true(evaluable["relapsed"]).sum()),
                 "median_relapse_free_days": float(below_half["day"].min()) if len(below_half) else None,
                 "reference_protocol": reference,
                 "logrank_p_vs_reference": p_value,
@@ -81,6 +92,12 @@ def model(dbt, session):
     return frame.astype(
         {
             c: "float64"
-            for c in ("response_rate", "remission_rate", "median_relapse_free_days", "logrank_p_vs_reference")
+            for c in (
+                "response_rate",
+                "remission_rate",
+                "worsening_rate",
+                "median_relapse_free_days",
+                "logrank_p_vs_reference",
+            )
         }
     )

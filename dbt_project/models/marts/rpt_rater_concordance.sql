@@ -1,7 +1,7 @@
 -- Clinician-rated vs self-rated scales on the same courses: agreement on response, Cohen's kappa and the
 -- correlation of percent change. Their disagreement is a finding, not noise.
 with outcomes as (
-    select * from {{ ref('fct_course_outcomes') }} where is_responder is not null
+    select * from {{ ref('fct_course_outcomes') }} where {{ counted_in_rates() }}
 ),
 
 pairs as (

@@ -4,7 +4,7 @@
 with durations as (
     select protocol, instrument, days_to_relapse_or_censor as day, relapsed
     from {{ ref('fct_course_outcomes') }}
-    where is_responder and days_to_relapse_or_censor is not null
+    where is_responder and days_to_relapse_or_censor is not null and {{ counted_in_rates() }}
 ),
 
 per_day as (
