@@ -24,3 +24,10 @@
         {{ p }}evaluability = 'evaluable'
     {%- endif -%}
 {%- endmacro %}
+
+{#- The severity the outcome rules judge: the score, or for a scale where more is better (days abstinent)
+    the distance from its maximum (days of use). -#}
+{% macro severity(score, catalogue_alias) -%}
+    case when coalesce({{ catalogue_alias }}.severity_reversed, false)
+         then {{ catalogue_alias }}.max_score - {{ score }} else {{ score }} end
+{%- endmacro %}

@@ -1,7 +1,8 @@
 -- One row per treatment course x outcome instrument the course was assessed on, every one of them with its
 -- evaluability and relapse status (never a NULL that means two things).
 -- Definitions v2: ../shared/clinical-reference.md §3; thresholds from seeds/instrument_catalogue.csv, windows
--- and switches from dbt_project.yml vars.
+-- and switches from dbt_project.yml vars. Scores are severities: for days abstinent, days of use (30 - days
+-- abstinent), so the same rules judge substance use.
 with courses as (
     select
         *,
@@ -50,9 +51,10 @@ course_instruments as (
 windowed as (
     -- a course's assessments by patient and time, from its baseline window to the day before the next
     -- course's first infusion: the next course's baseline can be this course's relapse
-    select course_status.course_id, assessments.instrument, assessments.assessment_id, assessments.score,
-           assessments.assessed_at
+    select course_status.course_id, assessments.instrument, assessments.assessment_id,
+           {{ severity('assessments.score', 'catalogue') }} as score, assessments.assessed_at
     from assessments
+    inner join catalogue on assessments.instrument = catalogue.instrument
     inner join course_status
         on assessments.patient_id = course_status.patient_id
         and assessments.assessed_at >= course_status.first_infusion_at - to_days({{ var('baseline_window_days') }})
@@ -92,6 +94,7 @@ scored as (
         catalogue.remission_max,
         catalogue.remission_requires_response,
         catalogue.single_visit_relapse_min,
+        catalogue.relapse_at_baseline_severity,
         baseline.score as baseline_score,
         baseline.assessed_at as baseline_at,
         endpoint.score as endpoint_score,
@@ -130,8 +133,9 @@ follow_up as (
         windowed.instrument,
         windowed.assessed_at,
         windowed.assessment_id,
-        outcomes.single_visit_relapse_min is not null
-            and windowed.score >= outcomes.single_visit_relapse_min as at_relapse_threshold,
+        (outcomes.single_visit_relapse_min is not null and windowed.score >= outcomes.single_visit_relapse_min)
+            or (coalesce(outcomes.relapse_at_baseline_severity, false) and windowed.score >= outcomes.baseline_score)
+            as at_relapse_threshold,
         not {{ meets_response('outcomes.baseline_score', 'windowed.score', 'outcomes.response_rule',
                               'outcomes.response_threshold') }} as lost_response
     from windowed
