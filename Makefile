@@ -62,9 +62,11 @@ docs-serve: docs  ## serve the dbt docs on 127.0.0.1:$(DOCS_PORT) (not 8080: tha
 airflow: bootstrap  ## optional: airflow standalone on 127.0.0.1:8080, sized for two cores (data/airflow)
 	AIRFLOW_HOME=$(CURDIR)/data/airflow AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__CORE__PARALLELISM=4 AIRFLOW__API__WORKERS=1 PATH=$(CURDIR)/$(BIN):$$PATH \
-	sh -c 'set -m; $(BIN)/airflow db migrate >/dev/null && $(BIN)/airflow pools set duckdb_warehouse 1 "DuckDB writers: one at a time" >/dev/null || exit 1; \
+	sh -c '$(BIN)/airflow db migrate >/dev/null && $(BIN)/airflow pools set duckdb_warehouse 1 "DuckDB writers: one at a time" >/dev/null || exit 1; \
 	  echo ">> the DAG starts paused: $(BIN)/airflow dags unpause nightly_outcomes_refresh (or its toggle in the UI)"; \
-	  $(BIN)/airflow standalone & pid=$$!; trap "kill -TERM -$$pid 2>/dev/null; wait $$pid" INT TERM; wait $$pid'
+	  setsid $(BIN)/airflow standalone & pid=$$!; \
+	  trap "trap - INT TERM; kill -TERM -$$pid 2>/dev/null; sleep 5; kill -KILL -$$pid 2>/dev/null" INT TERM; \
+	  wait $$pid; wait $$pid'
 
 clean:
 	rm -rf data .pytest_cache
