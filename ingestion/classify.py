@@ -19,8 +19,6 @@ _PATHS = [
 ]
 _OBS_STATUSES = ", ".join(f"'{s}'" for s in OBSERVATION_STATUSES)
 _FINAL = ", ".join(f"'{s}'" for s in FINAL_STATUSES)
-_JSON_INTEGER = r"-?(0|[1-9][0-9]*)"
-_JSON_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"  # no NaN or Infinity, which DuckDB accepts
 
 
 def _text(value: str) -> str:
@@ -39,10 +37,12 @@ def _text(value: str) -> str:
 CLASSIFY_SQL = f"""
 CREATE OR REPLACE TEMP TABLE classified AS
 WITH parsed AS (
-    -- json_valid guards the extraction (try() would fall back to row-by-row evaluation for every vector
-    -- holding a bad line)
+    -- One parse for a line shaped like an object ({...}): try() catches the rare malformed one among them
+    -- (DuckDB then evaluates that vector row by row). Any other line is validated first: truncated lines,
+    -- the usual malformed ones, would otherwise make every vector they are in fall back row by row.
     SELECT file, line_number, line, fallback, oversize_bytes, declared_type,
-           CASE WHEN line IS NOT NULL AND json_valid(line) THEN json_extract(line, {_PATHS!r}) END AS parts
+           CASE WHEN starts_with(line, '{{') AND ends_with(line, '}}') THEN try(json_extract(line, {_PATHS!r}))
+                WHEN json_valid(line) THEN json_extract(line, {_PATHS!r}) END AS parts
     FROM batch
 ), unpacked AS (  -- each value's JSON text, taken out of the list once
     SELECT * EXCLUDE (parts), parts IS NOT NULL AS valid,
@@ -67,10 +67,12 @@ WITH parsed AS (
            CASE WHEN resource_type = 'Observation' THEN
                CASE WHEN v_int IS NOT NULL THEN 'valueInteger' WHEN v_qty IS NOT NULL THEN 'valueQuantity'
                     WHEN v_str IS NOT NULL THEN 'valueString' END END AS value_source,
+           -- a JSON integer or number is made of these characters only (no quotes, NaN or Infinity); checked
+           -- by trimming them away, which is cheaper than a regular expression
            CASE WHEN v_int IS NOT NULL THEN
-                    CASE WHEN regexp_full_match(v_int, '{_JSON_INTEGER}') THEN try_cast(v_int AS DOUBLE) END
+                    CASE WHEN ltrim(v_int, '-0123456789') = '' THEN try_cast(v_int AS BIGINT)::DOUBLE END
                 WHEN v_qty IS NOT NULL THEN
-                    CASE WHEN regexp_full_match(v_qty, '{_JSON_NUMBER}') THEN try_cast(v_qty AS DOUBLE) END
+                    CASE WHEN ltrim(v_qty, '-+.0123456789eE') = '' THEN try_cast(v_qty AS DOUBLE) END
                 WHEN v_str_is_string THEN try_cast(trim(v_str) AS DOUBLE) END AS value_read
     FROM fields
 ), judged AS (
@@ -91,18 +93,19 @@ SELECT *, CASE WHEN isfinite(value_read) THEN value_read END AS value_score,
         WHEN last_updated IS NOT NULL AND last_updated_at IS NULL THEN 'unparseable meta.lastUpdated'
         WHEN last_updated_at > $newest_allowed
             THEN 'meta.lastUpdated after the export''s transactionTime (the EHR''s clock)'
-        WHEN resource_type = 'Observation' AND (j5 IS NULL OR j5 = 'null')
-            THEN 'Observation without status'
-        WHEN resource_type = 'Observation' AND (status IS NULL OR status NOT IN ({_OBS_STATUSES}))
-            THEN 'unknown Observation status'
-        WHEN resource_type = 'Observation' AND value_source = 'valueInteger' AND value_read IS NULL
-            THEN 'valueInteger is not a JSON integer'
-        WHEN resource_type = 'Observation' AND value_source = 'valueQuantity' AND value_read IS NULL
-            THEN 'valueQuantity.value is not a JSON number'
-        WHEN resource_type = 'Observation' AND value_source = 'valueString' AND value_read IS NULL
-            THEN 'valueString is not a number'
-        WHEN resource_type = 'Observation' AND value_source IS NOT NULL AND NOT isfinite(value_read)
-            THEN 'value is not finite'
+        WHEN resource_type = 'Observation' THEN  -- the Observation rules, judged on Observations only
+            CASE
+                WHEN j5 IS NULL OR j5 = 'null' THEN 'Observation without status'
+                WHEN status IS NULL OR status NOT IN ({_OBS_STATUSES}) THEN 'unknown Observation status'
+                WHEN value_source IS NULL THEN NULL
+                WHEN value_read IS NULL THEN
+                    CASE value_source
+                        WHEN 'valueInteger' THEN 'valueInteger is not a JSON integer'
+                        WHEN 'valueQuantity' THEN 'valueQuantity.value is not a JSON number'
+                        ELSE 'valueString is not a number'
+                    END
+                WHEN NOT isfinite(value_read) THEN 'value is not finite'
+            END
     END AS reason,
     -- the type a line is counted (and quarantined) under: its own if well formed, else its file's
     coalesce(CASE WHEN type_well_formed THEN resource_type END, declared_type, 'unknown') AS counted_type,
@@ -113,7 +116,9 @@ FROM typed
 )
 -- the raw text stays in the batch (joined back on insert), except a quarantined line's: a join back to the
 -- batch for a few bad lines would read every line of it again
-SELECT * EXCLUDE (line, fallback, type_well_formed, j1, j3, j5),
+-- (only the columns the load reads: every one more is materialised for every line)
+SELECT file, line_number, reason, counted_type, resource_type, resource_id, version_id, version_key,
+       last_updated, last_updated_at, status, value_score, value_source, line_hash,
        CASE WHEN reason IS NOT NULL THEN coalesce(fallback, line) END AS quarantined_text
 FROM judged
 """
