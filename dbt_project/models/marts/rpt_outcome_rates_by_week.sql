@@ -13,14 +13,9 @@ catalogue as (
 
 weekly as (
     -- severities, as fct_course_outcomes judges them (days of use for days abstinent)
-    select assessments.course_id, assessments.instrument, {{ severity('assessments.score', 'catalogue') }} as score,
-           floor(assessments.days_from_first_infusion / 7)::integer as week
-    from {{ ref('int_assessments_assigned') }} as assessments
-    inner join catalogue on assessments.instrument = catalogue.instrument
-    where assessments.course_id is not null and assessments.is_in_range
-        and assessments.days_from_first_infusion between 0 and 7 * {{ var('follow_up_weeks') }} + 6
-    qualify row_number() over (partition by assessments.course_id, assessments.instrument, week
-                               order by assessments.assessed_at desc, assessments.assessment_id desc) = 1
+    select weekly.course_id, weekly.instrument, weekly.week, {{ severity('weekly.score', 'catalogue') }} as score
+    from {{ ref('int_weekly_assessments_selected') }} as weekly
+    inner join catalogue on weekly.instrument = catalogue.instrument
 ),
 
 judged as (
