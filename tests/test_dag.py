@@ -105,7 +105,8 @@ def _outcomes_by_patient(wh: Path) -> list[tuple]:
     con = duckdb.connect(str(wh), read_only=True)
     rows = con.execute("""
         SELECT k.patient_id, split_part(o.course_id, '-c', 2), o.instrument, o.baseline_score, o.endpoint_score,
-               o.is_responder, o.is_remitter, o.relapsed, o.days_to_relapse_or_censor, o.relapse_reason
+               o.is_responder, o.is_remitter, o.relapsed, o.days_to_relapse_or_censor, o.relapse_reason,
+               o.course_status, o.evaluability, o.relapse_status
         FROM marts.fct_course_outcomes o JOIN restricted.int_patients_keyed k USING (patient_key)""").fetchall()
     con.close()
     return sorted(map(repr, rows))
@@ -131,6 +132,12 @@ def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
         con = duckdb.connect(str(wh), read_only=True)
         courses = con.execute("SELECT count(*) FROM marts.fct_treatment_courses").fetchall()[0][0]
         first_read = con.execute("SELECT sum(read) FROM raw.load_counts").fetchall()[0][0]
+        open_courses = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT course_id FROM marts.fct_course_outcomes WHERE evaluability = 'provisional'"
+            ).fetchall()
+        }
         con.close()
         assert courses > 60 and (wh.parent / "dashboards" / "relapse.html").exists()
 
@@ -142,6 +149,16 @@ def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
         con.close()
         assert len(loads) == 2 and loads[0][0] is None and loads[1][0] is not None
         assert loads[1][1] < first_read / 5  # only the delta came through
+        # courses open at the first night's cut-off are final 20 days later (and equal to a full rebuild's, below)
+        con = duckdb.connect(str(wh), read_only=True)
+        still_open = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT course_id FROM marts.fct_course_outcomes WHERE evaluability = 'provisional'"
+            ).fetchall()
+        }
+        con.close()
+        assert open_courses - still_open, "a course open on the first night is final on the second"
 
         # the same data refreshed in full into a fresh warehouse gives the same marts
         full = tmp_path / "full" / "warehouse.duckdb"
