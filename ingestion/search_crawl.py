@@ -17,6 +17,7 @@ from ingestion.bulk_export import ExportResult, _now
 from ingestion.fhir_client import FhirClient, server_date
 from ingestion.landing import DEFAULT_EXPORT_TYPES, DESCRIPTOR, JOB, new_export_dir, write_json_atomic
 from ingestion.load_plan import CLOCK_SKEW
+from ingestion.warehouse import FHIR_ID_PATTERN
 
 
 def _instant(text: str) -> datetime:
@@ -48,7 +49,7 @@ def patient_id(reference: str) -> str | None:
     `Patient/1/_history/2` or `urn:uuid:...`; None for any other kind of member."""
     if reference.startswith("urn:uuid:"):
         return reference[len("urn:uuid:") :] or None
-    m = re.search(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$", reference)
+    m = re.search(rf"(?:^|/)Patient/({FHIR_ID_PATTERN})(?:/_history/[^/]+)?$", reference)
     return m.group(1) if m else None
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-PUBLISHED_SCHEMA = "marts"
+from pipeline.publish import PUBLISHED_SCHEMA, tables_in
+
 # Columns of the published marts that hold an EHR record id; the analysts' copy holds a keyed hash instead
 EHR_ID_COLUMNS = {
     "fct_assessments": ("assessment_id",),
@@ -71,12 +72,7 @@ def publish_analytics(con, database: Path) -> AnalyticsPublication:
     if folder_mode & 0o050 != 0o050:
         os.chmod(database.parent, folder_mode | 0o050)
     key = _pseudonym_key(con)
-    tables = [
-        r[0]
-        for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY table_name", [PUBLISHED_SCHEMA]
-        ).fetchall()
-    ]
+    tables = tables_in(con, PUBLISHED_SCHEMA)
     if not tables:
         raise RuntimeError("nothing to publish for the analysts: the warehouse has no published marts")
     stamp = datetime.now(UTC)  # names the publication's Parquet folder and stamps its manifest

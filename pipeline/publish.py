@@ -10,13 +10,17 @@ BUILD_SCHEMA = "marts_build"
 PUBLISHED_SCHEMA = "marts"
 
 
-def publish(con, build_schema: str = BUILD_SCHEMA, published_schema: str = PUBLISHED_SCHEMA) -> list[str]:
-    tables = [
+def tables_in(con, schema: str) -> list[str]:
+    return [
         r[0]
         for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY table_name", [build_schema]
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY table_name", [schema]
         ).fetchall()
     ]
+
+
+def publish(con, build_schema: str = BUILD_SCHEMA, published_schema: str = PUBLISHED_SCHEMA) -> list[str]:
+    tables = tables_in(con, build_schema)
     if not tables:
         raise RuntimeError(f"nothing to publish: schema {build_schema} has no tables (did dbt build run?)")
     con.execute("BEGIN TRANSACTION")

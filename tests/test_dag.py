@@ -112,6 +112,19 @@ def _outcomes_by_patient(wh: Path) -> list[tuple]:
     return sorted(map(repr, rows))
 
 
+def _provisional_courses(wh: Path) -> set[str]:
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        return {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT course_id FROM marts.fct_course_outcomes WHERE evaluability = 'provisional'"
+            ).fetchall()
+        }
+    finally:
+        con.close()
+
+
 def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
     clinic = tmp_path / "ehr"
     generate(GeneratorConfig(patients=100, seed=77), clinic)
@@ -132,13 +145,8 @@ def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
         con = duckdb.connect(str(wh), read_only=True)
         courses = con.execute("SELECT count(*) FROM marts.fct_treatment_courses").fetchall()[0][0]
         first_read = con.execute("SELECT sum(read) FROM raw.load_counts").fetchall()[0][0]
-        open_courses = {
-            r[0]
-            for r in con.execute(
-                "SELECT DISTINCT course_id FROM marts.fct_course_outcomes WHERE evaluability = 'provisional'"
-            ).fetchall()
-        }
         con.close()
+        open_courses = _provisional_courses(wh)
         assert courses > 60 and (wh.parent / "dashboards" / "relapse.html").exists()
 
         outcomes("ehr", "generate", "--continue-days", "20", "--out", str(clinic))
@@ -150,15 +158,7 @@ def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
         assert len(loads) == 2 and loads[0][0] is None and loads[1][0] is not None
         assert loads[1][1] < first_read / 5  # only the delta came through
         # courses open at the first night's cut-off are final 20 days later (and equal to a full rebuild's, below)
-        con = duckdb.connect(str(wh), read_only=True)
-        still_open = {
-            r[0]
-            for r in con.execute(
-                "SELECT DISTINCT course_id FROM marts.fct_course_outcomes WHERE evaluability = 'provisional'"
-            ).fetchall()
-        }
-        con.close()
-        assert open_courses - still_open, "a course open on the first night is final on the second"
+        assert open_courses - _provisional_courses(wh), "a course open on the first night is final on the second"
 
         # the same data refreshed in full into a fresh warehouse gives the same marts
         full = tmp_path / "full" / "warehouse.duckdb"
