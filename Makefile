@@ -29,8 +29,9 @@ chromium:  ## install Debian's chromium (browser tests, PNG export) if missing
 demo: bootstrap  ## the nightly refresh end to end on the embedded synthetic clinic
 	$(BIN)/outcomes demo --patients $(PATIENTS) --seed $(SEED)
 
-test: bootstrap chromium  ## the test suite: the unit tier (tests/unit) and the integration tier
-	$(BIN)/pytest -q
+TEST_WORKERS ?= auto
+test: bootstrap chromium  ## the whole suite, on every core: the unit tier (tests/unit) and the integration tier
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test-fast: bootstrap  ## the unit tier only (seconds): rules, settings, parsing, suppression
 	$(BIN)/pytest -q tests/unit

@@ -34,12 +34,20 @@ def dbt_log_dir(warehouse: Path) -> Path:
     return Path(warehouse).resolve().parent / "logs"
 
 
+def dbt_target_dir(warehouse: Path) -> Path:
+    """dbt's compiled SQL, run results and partial-parse state, kept per warehouse folder: two warehouses built
+    from one checkout (a test beside the demo, two sites) neither overwrite each other's state nor force each
+    other's next parse to start over."""
+    return Path(warehouse).resolve().parent / "dbt_target"
+
+
 def dbt_invoke(warehouse: Path, args: list[str], dbt_vars: dict | None = None, quiet: bool = False):
     """Run one dbt command against `warehouse`; returns dbt's result object."""
     from dbt.cli.main import dbtRunner
 
     project = Path(os.environ.get("OUTCOMES_DBT_PROJECT_DIR", DBT_PROJECT))
     cli = [*args, "--project-dir", str(project), "--profiles-dir", str(project)]
+    cli += ["--target-path", str(dbt_target_dir(warehouse))]
     if dbt_vars:
         cli += ["--vars", json.dumps(dbt_vars)]
     if quiet:

@@ -15,6 +15,32 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+# Tests sharing an expensive module or session fixture run on one xdist worker (the fixture is built once), and
+# the costliest work units start first so the two workers finish together (longest-first scheduling). The
+# weights are rough seconds on this two-core machine; only their order matters.
+SHARED_FIXTURE_GROUPS = {
+    "defective_refresh": ("quality", 190),
+    "clinic_warehouse": ("clinic_warehouse", 150),
+    "nights": ("analytics", 135),
+    "hostile_night": ("hostile", 75),
+}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    def weight(item) -> float:
+        for fixture, (_, seconds) in SHARED_FIXTURE_GROUPS.items():
+            if fixture in item.fixturenames:
+                return seconds
+        slow = item.get_closest_marker("slow")
+        return float(slow.kwargs.get("seconds", 30)) if slow else 1.0
+
+    for item in items:
+        for fixture, (group, _) in SHARED_FIXTURE_GROUPS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+    items.sort(key=weight, reverse=True)  # stable: a group's tests keep their order
+
 
 def outcomes(
     *args: str, check: bool = True, env: dict | None = None, timeout: float = 600

@@ -125,6 +125,7 @@ def _provisional_courses(wh: Path) -> set[str]:
         con.close()
 
 
+@pytest.mark.slow(seconds=210)
 def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
     clinic = tmp_path / "ehr"
     generate(GeneratorConfig(patients=100, seed=77), clinic)

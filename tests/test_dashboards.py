@@ -99,6 +99,7 @@ def test_pages_work_offline(clinic_warehouse):
     assert (pages / "plotly.min.js").stat().st_size > 1_000_000
 
 
+@pytest.mark.slow(seconds=55)
 def test_tiny_cohort_shows_no_small_counts(tmp_path):
     clinic = tmp_path / "ehr"
     generate(GeneratorConfig(patients=30, seed=5), clinic)

@@ -177,6 +177,7 @@ def test_mess_is_on_by_default_and_switchable(small_clinic, clean_clinic):
     assert messy["preliminary"] + messy["registered"] > 0
 
 
+@pytest.mark.slow(seconds=15)
 def test_latent_outcomes_match_configured_parameters(tmp_path):
     cfg = GeneratorConfig(patients=2500, seed=99)
     generate(cfg, tmp_path)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 
 import duckdb
+import pytest
 from conftest import outcomes
 from general_ehr import OTHER_TYPES, write_bundles
 
 
+@pytest.mark.slow(seconds=42)
 def test_every_resource_type_lands_and_empty_marts_publish(tmp_path):
     bundles = write_bundles(tmp_path / "synthea", patients=12, seed=5)
     wh = tmp_path / "wh" / "warehouse.duckdb"

@@ -224,6 +224,7 @@ def test_killed_extract_resumes_the_same_job(clinic, keys, tmp_path):
     assert warehouse_current(wh) == expected_current(clinic)
 
 
+@pytest.mark.slow(seconds=22)
 def test_process_killed_mid_load_leaves_previous_state_then_rerun_is_correct(tmp_path):
     big = tmp_path / "big"
     generate(GeneratorConfig(patients=1500, seed=8), big)
