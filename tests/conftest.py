@@ -26,6 +26,7 @@ SHARED_FIXTURE_GROUPS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the xdist_group marks into scopes
 def pytest_collection_modifyitems(config, items) -> None:
     def weight(item) -> float:
         for fixture, (_, seconds) in SHARED_FIXTURE_GROUPS.items():
