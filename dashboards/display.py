@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# plotly's default sequence, for a protocol or scale whose seed row sets no colour
-FALLBACK_COLOURS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880")
+# Okabe-Ito (safe for colour-blind readers), for a protocol whose seed row sets no colour; colour always means
+# protocol, and scales are told apart by line style (clinician-rated solid, self-rated dashed)
+FALLBACK_COLOURS = ("#000000", "#0072B2", "#009E73", "#D55E00", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
 
 
 @dataclass
@@ -16,13 +17,17 @@ class Display:
     reference: str | None = None  # the comparator of the log-rank tests
     pairs: list[tuple[str, str]] = field(default_factory=list)  # (clinician-rated, self-rated) compared
     labels: dict[str, str] = field(default_factory=dict)
-    colours: dict[str, str] = field(default_factory=dict)
+    colours: dict[str, str] = field(default_factory=dict)  # protocol -> colour
+    raters: dict[str, str] = field(default_factory=dict)  # instrument -> clinician | self
 
     def label(self, code: str | None) -> str:
         return self.labels.get(code or "", code or "–")
 
-    def colour(self, code: str) -> str | None:
-        return self.colours.get(code)
+    def colour(self, protocol: str) -> str | None:
+        return self.colours.get(protocol)
+
+    def dash(self, instrument: str) -> str:
+        return "dash" if self.raters.get(instrument) == "self" else "solid"
 
 
 def display_from(marts: dict) -> Display:
@@ -42,8 +47,7 @@ def display_from(marts: dict) -> Display:
         for r in rows:
             d.instruments.append(r["instrument"])
             d.labels[r["instrument"]] = r["display_label"] or r["instrument"]
-            if r["colour"]:
-                d.colours[r["instrument"]] = r["colour"]
+            d.raters[r["instrument"]] = r["rater"]
         d.pairs = [(r["instrument"], r["concordance_partner"]) for r in rows if r["concordance_partner"]]
     survival = marts.get("rpt_relapse_free_survival")
     if not d.protocols and survival is not None:

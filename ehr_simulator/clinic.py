@@ -454,7 +454,8 @@ def _simulate_course(
 
     # Infusion schedule: six over 3-6 weeks; dropouts after the first; some miss one or two.
     first_day = screening_day + timedelta(days=rng.randint(3, 10))
-    span = rng.randint(14, 38)
+    # six over 3-6 weeks; some series are postponed past 42 days (gaps stay <= 12 days: still one induction)
+    span = rng.randint(43, 60) if rng.random() < prm.slow_induction else rng.randint(14, 38)
     planned = [first_day + timedelta(days=round(k * span / 5)) for k in range(6)]
     r = rng.random()
     if r < prm.dropout_after_first:

@@ -154,6 +154,8 @@ class ClinicParams:
     )
     dropout_after_first: float = 0.20
     miss_some_infusions: float = 0.35  # among those who do not drop out
+    # infusions postponed (illness, travel, transport) so that six take longer than the 42 days adherence allows
+    slow_induction: float = 0.12
     booster_on_relapse: float = 0.5
     booster_nonresponder: float = 0.10
     second_course: float = 0.10

@@ -14,6 +14,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dashboards.status import record_failed
 from pipeline.settings import Settings
 
 
@@ -71,9 +72,11 @@ def record_failure(context: dict) -> None:
     error = context.get("exception")
     message = f"{type(error).__name__}: {error}" if error else "task failed"
     try:  # the settings the failed task ran with (Airflow's, then the environment's)
-        warehouse = Path(settings_from_airflow().warehouse)
+        settings = settings_from_airflow()
+        warehouse, dashboards_dir = Path(settings.warehouse), settings.dashboards
     except Exception:  # noqa: BLE001 - settings that failed to validate may be why the task failed
         warehouse = Path(os.environ.get("OUTCOMES_WAREHOUSE") or Settings.warehouse)
+        dashboards_dir = warehouse.parent / "dashboards"
     alert = {
         "alerted_at": datetime.now(UTC).isoformat(),
         "dag_id": dag_id,
@@ -85,6 +88,10 @@ def record_failure(context: dict) -> None:
     alerts_file.parent.mkdir(parents=True, exist_ok=True)
     with open(alerts_file, "a") as f:  # always works, even when the warehouse cannot be opened
         f.write(json.dumps(alert) + "\n")
+    try:
+        record_failed(dashboards_dir, task_id)  # the pages say the night failed, and at which task
+    except OSError:
+        pass
     try:
         from expectations.store import ensure_quality_schema
         from ingestion.warehouse import connect

@@ -6,6 +6,7 @@ import resource
 import time
 from pathlib import Path
 
+from dashboards.status import record_failed
 from pipeline import steps
 from pipeline.settings import Settings
 from pipeline.transform import dbt_log_dir
@@ -24,7 +25,11 @@ def _run(settings: Settings, from_dir: Path | None, full: bool, log) -> dict:
     def timed(name: str, fn, *a, **kw):
         log(f"== {name}")
         start = time.perf_counter()
-        out = fn(*a, **kw)
+        try:
+            out = fn(*a, **kw)
+        except BaseException:
+            record_failed(settings.dashboards, name)  # the pages say the night failed, and where
+            raise
         summary["steps"][name] = round(time.perf_counter() - start, 2)
         log(f"   {name}: done in {summary['steps'][name]:.1f} s")
         # the process's memory high-water mark so far: shows which step sets the peak

@@ -316,6 +316,7 @@ def dashboards(settings: Settings, log: Log = print) -> list[Path]:
         read_marts(settings.analytics_db),
         settings.dashboards,
         definitions.read_text() if definitions.exists() else None,
+        clinic_tz=settings.clinic_tz,
     )
     log(f"dashboards: {settings.dashboards.resolve()}/relapse.html (+ {len(pages) - 1} more files)")
     return pages

@@ -13,6 +13,7 @@ import duckdb
 import pytest
 from conftest import ROOT, EHRProcess, outcomes
 
+from dashboards.status import read_status
 from ehr_simulator.generate import generate
 from ehr_simulator.params import GeneratorConfig
 from pipeline.demo import airflow_env, run_dag
@@ -178,6 +179,8 @@ def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
         states = dict(line.split() for line in reported if line.startswith("  "))
         assert states["extract"] == states["load"] == "success" and states["validate_raw"] == "failed", reported
         assert states["publish"] == "upstream_failed"
+        status = read_status(wh.parent / "dashboards")
+        assert status["last_attempt_ok"] is False and status["failed_step"] == "validate_raw"
     finally:
         server.stop()
     alerts = [json.loads(x) for x in (wh.parent / "alerts.ndjson").read_text().splitlines()]

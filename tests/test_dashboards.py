@@ -64,8 +64,8 @@ def js_errors(html: str) -> str:
 @pytest.mark.parametrize(
     "page,traces,tables",
     [
-        ("relapse.html", 6, ["at-risk-madrs", "median-madrs", "at-risk-phq9"]),
-        ("response.html", 4, ["rates-table"]),
+        ("relapse.html", 6, ["median-madrs", "median-phq9"]),
+        ("response.html", 4, ["rates-table", "concordance-table"]),
         ("cohort.html", 1, ["cohort-table", "health-table", "quarantine-table"]),
     ],
 )
@@ -79,6 +79,21 @@ def test_pages_load_without_errors_and_show_traces(clinic_warehouse, page, trace
     for table_id in tables:
         assert f'id="{table_id}"' in html
     assert 'id="data-as-of"' in html and "definitions.html" in html
+
+
+def test_a_failed_night_shows_a_banner_on_every_page(clinic_warehouse, tmp_path):
+    from dashboards.status import record_failed
+
+    _, wh = clinic_warehouse
+    pages = tmp_path / "dashboards"
+    shutil.copytree(wh.parent / "dashboards", pages)
+    assert 'id="night-status"' in (pages / "cohort.html").read_text()
+    for p in ("relapse.html", "cohort.html"):
+        assert 'style="display:none"' in re.search(r'<div id="night-status"[^>]*>', dom(pages / p)).group(0)
+    record_failed(pages, "validate_raw")
+    for p in ("relapse.html", "response.html", "cohort.html"):
+        banner = re.search(r'<div id="night-status"[^>]*>([^<]*)</div>', dom(pages / p))
+        assert "display: block" in banner.group(0) and 'FAILED at step "validate_raw"' in banner.group(1), p
 
 
 def test_relapse_page_png_snapshot(clinic_warehouse):

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from conftest import outcomes
 
+from dashboards.status import read_status
 from ehr_simulator.generate import generate
 from ehr_simulator.params import GeneratorConfig, MessRates
 from pipeline import steps
@@ -145,6 +146,10 @@ def test_critical_raw_failure_stops_the_refresh_and_keeps_published_marts(defect
     assert proc.returncode != 0
     assert "resource_versions_unique" in proc.stderr and "quality gate failed" in proc.stderr
     assert _marts_fingerprint(wh) == before
+    # the pages, which a failed night cannot rebuild, learn that it failed and where
+    status = read_status(wh.parent / "dashboards")
+    assert status["last_attempt_ok"] is False and status["failed_step"] == "validate raw"
+    assert status["published_at"] is not None
     con = duckdb.connect(str(wh))
     con.execute("""DELETE FROM raw.patient_versions_landed WHERE rowid IN (
                    SELECT max(rowid) FROM raw.patient_versions_landed GROUP BY resource_id, version_key HAVING count(*) > 1)""")

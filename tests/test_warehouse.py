@@ -74,14 +74,16 @@ def test_marts_carry_no_identifying_data(clinic_warehouse):
 
 def test_relapse_free_survival_matches_lifelines(clinic_warehouse):
     from lifelines import KaplanMeierFitter
+    from lifelines.utils import median_survival_times
 
     _, wh = clinic_warehouse
     con = _con(wh)
     durations = con.sql("""SELECT protocol, instrument, days_to_relapse_or_censor, relapsed
                                FROM marts.fct_course_outcomes WHERE is_responder AND is_evaluable""").pl()
     km = con.sql("SELECT * FROM marts.rpt_relapse_free_survival ORDER BY protocol, instrument, day").pl()
+    summary = con.sql("SELECT * FROM marts.rpt_protocol_summary").pl()
     con.close()
-    checked = 0
+    checked = medians_checked = 0
     for (protocol, instrument), group in durations.group_by(["protocol", "instrument"]):
         mine = km.filter((pl.col("protocol") == protocol) & (pl.col("instrument") == instrument))
         assert mine["day"][0] == 0 and mine["survival"][0] == 1.0
@@ -92,6 +94,13 @@ def test_relapse_free_survival_matches_lifelines(clinic_warehouse):
         ci = fitter.confidence_interval_
         table = fitter.event_table
         assert list(mine["day"]) == [int(t) for t in sf.index]
+        # the median and its 95% interval (where the interval's bounds cross 0.5), as lifelines computes them
+        want = [fitter.median_survival_time_, *median_survival_times(ci).iloc[0]]
+        got = summary.filter((pl.col("protocol") == protocol) & (pl.col("instrument") == instrument)).row(0, named=True)
+        columns = ("median_relapse_free_days", "median_ci_lower_days", "median_ci_upper_days")
+        for value, column in zip(want, columns, strict=True):
+            assert got[column] == (None if math.isinf(value) else value), (protocol, instrument, column)
+        medians_checked += got["median_ci_upper_days"] is not None
         for row in mine.iter_rows(named=True):
             t = row["day"]
             assert row["survival"] == pytest.approx(sf.loc[t], abs=1e-6)
@@ -106,7 +115,7 @@ def test_relapse_free_survival_matches_lifelines(clinic_warehouse):
             assert row["ci_upper"] == pytest.approx(upper, abs=1e-6)
             assert row["ci_lower"] <= row["survival"] <= row["ci_upper"]
             checked += 1
-    assert checked > 200
+    assert checked > 200 and medians_checked >= 8
 
 
 def test_recovered_rates_and_relapse_medians_match_the_truth(clinic_warehouse):

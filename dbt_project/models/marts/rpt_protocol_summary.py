@@ -17,6 +17,8 @@ COLUMNS = [
     "worsening_rate",
     "n_relapsed",
     "median_relapse_free_days",
+    "median_ci_lower_days",
+    "median_ci_upper_days",
     "reference_protocol",
     "logrank_p_vs_reference",
 ]
@@ -25,6 +27,16 @@ COLUMNS = [
 def _true(series):
     """Nullable booleans from DuckDB: NULL is not true."""
     return series.fillna(False).astype(bool)
+
+
+# The curve is exp(sum of logs): a survival of exactly one half arrives as 0.5000000000000001.
+HALF = 0.5 + 1e-9
+
+
+def _first_day_at_or_below_half(curve, column):
+    """The first day a curve reaches 0.5 or below (a bound that is NULL once survival is 0 counts as 0)."""
+    reached = curve[curve[column].fillna(0.0) <= HALF]
+    return float(reached["day"].min()) if len(reached) else None
 
 
 def _logrank_p(mine, reference):
@@ -61,7 +73,6 @@ def model(dbt, session):
         evaluable = group[group["counted"]]
         remission_known = evaluable[evaluable["is_remitter"].notna()]
         curve = survival[(survival["protocol"] == protocol) & (survival["instrument"] == instrument)]
-        below_half = curve[curve["survival"] <= 0.5]
         p_value = None
         if reference is not None and protocol != reference:
             same_scale = responders[responders["instrument"] == instrument]
@@ -83,7 +94,11 @@ def model(dbt, session):
                 "remission_rate": _true(remission_known["is_remitter"]).mean() if len(remission_known) else None,
                 "worsening_rate": _true(evaluable["is_worse"]).mean() if len(evaluable) else None,
                 "n_relapsed": int(_true(evaluable["relapsed"]).sum()),
-                "median_relapse_free_days": float(below_half["day"].min()) if len(below_half) else None,
+                "median_relapse_free_days": _first_day_at_or_below_half(curve, "survival"),
+                # the median's 95% interval: where the interval's bounds cross 0.5 (Brookmeyer-Crowley, as
+                # lifelines' median_survival_times of the confidence interval and R's survfit)
+                "median_ci_lower_days": _first_day_at_or_below_half(curve, "ci_lower"),
+                "median_ci_upper_days": _first_day_at_or_below_half(curve, "ci_upper"),
                 "reference_protocol": reference,
                 "logrank_p_vs_reference": p_value,
             }
@@ -97,6 +112,8 @@ def model(dbt, session):
                 "remission_rate",
                 "worsening_rate",
                 "median_relapse_free_days",
+                "median_ci_lower_days",
+                "median_ci_upper_days",
                 "logrank_p_vs_reference",
             )
         }
