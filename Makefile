@@ -31,7 +31,7 @@ demo: bootstrap  ## the nightly refresh end to end on the embedded synthetic cli
 
 TEST_WORKERS ?= auto
 test: bootstrap chromium  ## the whole suite, on every core: the unit tier (tests/unit) and the integration tier
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test-fast: bootstrap  ## the unit tier only (seconds): rules, settings, parsing, suppression
 	$(BIN)/pytest -q tests/unit

@@ -142,7 +142,10 @@ def test_protocol_sanity(clean_clinic):
             series.append(s)
         if len(series) >= 6:
             six_course_spans.append((series[5] - series[0]).days)
-    assert six_course_spans and all(14 <= d <= 42 for d in six_course_spans)
+    # six over 3-6 weeks, except the inductions postponed past the 42 days adherence allows (slow_induction)
+    assert six_course_spans and all(14 <= d <= 60 for d in six_course_spans)
+    slow = sum(d > 42 for d in six_course_spans) / len(six_course_spans)
+    assert 0.04 <= slow <= 0.25, slow
     courses = [json.loads(x) for x in (clean_clinic / "truth" / "courses.ndjson").read_text().splitlines()]
     first = {(c["patient_id"], c["course_no"]): c["induction_infusions"] for c in courses}
     dropouts = sum(1 for n in first.values() if n == 1) / len(first)

@@ -358,10 +358,11 @@ def test_a_job_belongs_to_the_client_that_started_it(ehr, client_keys):
 def test_bulk_output_is_the_current_valid_version_of_each_resource(tmp_path):
     """From a store with superseded versions, broken and repeated lines, the export sends one valid line per id."""
     from ehr_simulator.generate import generate
-    from ehr_simulator.params import GeneratorConfig
+    from ehr_simulator.params import GeneratorConfig, MessRates
 
     store = tmp_path / "ehr"
-    generate(GeneratorConfig(patients=40, seed=11, file_mess=True), store)
+    # broken lines at ten times the default rate, so a 40-patient store surely holds some
+    generate(GeneratorConfig(patients=40, seed=11, file_mess=True, mess=MessRates(malformed_line=0.005)), store)
     key = tmp_path / "k.pem"
     outcomes("ehr", "register-client", "--data", str(store), "--key-out", str(key), "--client-id", "c1")
     raw = (store / "Observation.ndjson").read_bytes().splitlines()
