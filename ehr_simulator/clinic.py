@@ -94,6 +94,9 @@ class _Clock:
         return dt.isoformat(timespec="seconds")
 
 
+PTSD_SCALES = ("pcl5", "caps5")
+
+
 def _lag(rng: random.Random) -> timedelta:
     """Charting delay between an event and the record reaching the EHR."""
     return timedelta(minutes=rng.randint(2, 240)) if rng.random() < 0.9 else timedelta(hours=rng.randint(4, 40))
@@ -485,10 +488,15 @@ def _simulate_course(
     median = prm.relapse_median_days[protocol]
     t_clin = _lognormal_days(rng, median, prm.relapse_sigma)
     t_self = (
-        max(1, round(t_clin * math.exp(rng.gauss(0, 0.3))))
+        max(1, round(t_clin * prm.self_rated_relapse_factor * math.exp(rng.gauss(0, 0.3))))
         if clin_resp
-        else _lognormal_days(rng, median, prm.relapse_sigma)
+        else _lognormal_days(rng, median * prm.self_rated_relapse_factor, prm.relapse_sigma)
     )
+
+    def latent_relapse(inst: Instrument) -> int:
+        t = t_clin if inst.rater == "clinician" else t_self
+        return max(1, round(t * prm.ptsd_relapse_factor)) if inst.name in PTSD_SCALES else t
+
     endpoint_offset = rng.randint(1, 5)
 
     # Follow-up schedule (days after the last induction infusion).
@@ -510,8 +518,7 @@ def _simulate_course(
     relapse_day: dict[str, int | None] = {}
     for name in instruments:
         inst = INSTRUMENTS[name]
-        t = t_clin if inst.rater == "clinician" else t_self
-        t = max(t, 8)
+        t = max(latent_relapse(inst), 8)
         relapse_day[name] = t if (responder(inst) and not dropout and t <= followup_end) else None
     observed = [t for t in relapse_day.values() if t is not None]
     first_relapse = min(observed) if observed else None
@@ -701,7 +708,7 @@ def _simulate_course(
                 "endpoint_score": endpoint_scores[name] if not dropout else None,
                 "latent_responder": resp,
                 "latent_remitter": states[name] == "remit",
-                "latent_relapse_days": t_clin if inst.rater == "clinician" else t_self,
+                "latent_relapse_days": latent_relapse(inst),
                 "relapsed": relapsed,
                 "days_to_relapse_or_censor": days,
                 "booster_day": booster_day,

@@ -131,7 +131,7 @@ class ClinicParams:
     clinician_response: float = 0.65
     self_response_given_clinician_response: float = 0.68
     self_response_given_clinician_nonresponse: float = 0.15
-    clinician_remission_given_response: float = 0.55
+    clinician_remission_given_response: float = 0.65  # 0.65 x 0.65 = 42% MADRS remission (KetECT 46%)
     self_remission_given_response: float = 0.50
     worse_at_endpoint: float = 0.08
     # median days from the last induction infusion to relapse, among responders (log-normal spread)
@@ -144,6 +144,11 @@ class ClinicParams:
         }
     )
     relapse_sigma: float = 0.6
+    # the medians above are clinician-rated depression (MADRS; Murrough 2013, Wilkinson 2017). Self-rated scales
+    # hold response longer (ORKA-1: PHQ-9 ~80% / 60% still responding at 4 / 8 weeks) and PTSD relapses later
+    # than depression (Albott 2018: 41 vs 20 days; Feder 2021: CAPS-5 27.5 days)
+    self_rated_relapse_factor: float = 1.5
+    ptsd_relapse_factor: float = 1.45
     protocol_mix: dict[str, float] = field(
         default_factory=lambda: {
             "ketamine_only": 0.30,

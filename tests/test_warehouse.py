@@ -149,13 +149,49 @@ def test_recovered_rates_and_relapse_medians_match_the_truth(clinic_warehouse):
     assert madrs["response"] == pytest.approx(clin, abs=0.05)
     for protocol, median in params["relapse_median_days"].items():
         row = summary.filter((pl.col("protocol") == protocol) & (pl.col("instrument") == "madrs")).row(0, named=True)
-        assert row["median_relapse_free_days"] == pytest.approx(median, rel=0.3), protocol
+        # the configured medians are clinician-rated depression's (MADRS)
+        assert row["median_relapse_free_days"] == pytest.approx(median, rel=0.2), protocol
         assert row["reference_protocol"] == "ketamine_only"  # the protocols seed's comparator
         if protocol != "ketamine_only":
             assert row["logrank_p_vs_reference"] < 0.05  # psychotherapy protocols relapse later
         else:
             assert row["logrank_p_vs_reference"] is None
     assert not math.isnan(statistics.mean(summary["response_rate"].drop_nulls()))
+
+    # every scale, PTSD and self-rated included: the marts' median relapse-free time is the generator's, within
+    # 20% -- the Kaplan-Meier median of the truth's own relapse days (latent relapse, or the booster given at a
+    # course's first relapse on any scale, which v2 counts as a relapse on every responding scale)
+    from lifelines import KaplanMeierFitter
+
+    compared = set()
+    for row in summary.filter(pl.col("n_responders") >= 30).iter_rows(named=True):
+        t = truth.filter(
+            (pl.col("protocol") == row["protocol"])
+            & (pl.col("instrument") == row["instrument"])
+            & pl.col("evaluable")
+            & pl.col("latent_responder")
+        )
+        if t.height == 0:
+            continue  # a scale the generator keeps no latent truth for (days abstinent)
+        want = (
+            KaplanMeierFitter()
+            .fit(t["days_to_relapse_or_censor"].to_numpy(), t["relapsed"].cast(pl.Boolean).to_numpy())
+            .median_survival_time_
+        )
+        if math.isinf(want):
+            assert row["median_relapse_free_days"] is None, row
+            continue
+        assert row["median_relapse_free_days"] == pytest.approx(want, rel=0.2), row
+        compared.add(row["instrument"])
+    assert {"madrs", "phq9", "pcl5", "caps5"} <= compared
+    # PTSD relapses later than depression, as published (Albott 2018, Feder 2021); self-rated scales hold longer
+    alone = {
+        r["instrument"]: r["median_relapse_free_days"]
+        for r in summary.filter(pl.col("protocol") == "ketamine_only").iter_rows(named=True)
+    }
+    assert (
+        alone["caps5"] > alone["madrs"] * 1.2 and alone["pcl5"] > alone["phq9"] * 1.2 and alone["phq9"] > alone["madrs"]
+    )
 
 
 def test_counts_add_up_across_marts(clinic_warehouse):
