@@ -619,6 +619,9 @@ def cohort_page(marts: dict, data_as_of: str, clinic_tz: str = "UTC") -> str:
         )
         + "<h2>Data health</h2>"
         + _table(["", ""], status, "health-table")
+        + '<p class="meta">A gate fails only on a critical check. Row-level checks quarantine the records they '
+        "catch (below, by reason) and the night goes on, so the Great Expectations Data Docs list such a check as "
+        '"Failed" with its count of records even on a night whose gate passed.</p>'
         + "<h3>Quarantine by reason</h3>"
         + _table(["Stage", "Reason", "Records"], q_rows, "quarantine-table")
     )
