@@ -61,6 +61,12 @@ def _day(value: float | None, last_shown: float) -> str:
     return f"{value:.0f}" if value <= last_shown else f">{last_shown:.0f}"
 
 
+def _interval(lower: str, upper: str) -> str:
+    """'15–28', or '33 to >50' where a bound is not a plain number."""
+    plain = lower.isdigit() and upper.isdigit()
+    return f"{lower}–{upper}" if plain else f"{lower} to {upper}"
+
+
 def legend_text(s: Series, last_shown: float) -> str:
     """'Ketamine alone — median 19 d (95% CI 15–24), ~60/~110 relapsed', with what the curve withholds left out."""
     r = s.summary or {}
@@ -68,10 +74,10 @@ def legend_text(s: Series, last_shown: float) -> str:
     if median is None:
         median_text = "median not reached"
     elif median <= last_shown:
-        median_text = (
-            f"median {median:.0f} d (95% CI {_day(r.get('median_ci_lower_days'), last_shown)}–"
-            f"{_day(r.get('median_ci_upper_days'), last_shown)})"
+        interval = _interval(
+            _day(r.get("median_ci_lower_days"), last_shown), _day(r.get("median_ci_upper_days"), last_shown)
         )
+        median_text = f"median {median:.0f} d (95% CI {interval})"
     else:
         median_text = "median beyond the curve shown"
     counts = f"{rounded_label(r.get('n_relapsed'))}/{rounded_label(r.get('n_responders'))} relapsed"
@@ -86,11 +92,12 @@ def median_cells(s: Series) -> tuple[str, str]:
         return "withheld", "withheld"
     last = float(shown["day"].max())
     median = r.get("median_relapse_free_days")
+    lower = _day(r.get("median_ci_lower_days"), last)
     if median is None:
-        return "not reached", f"{_day(r.get('median_ci_lower_days'), last)}–NR"
+        return "not reached", _interval(lower, "NR")
     if median > last:
         return "beyond the curve shown", "–"
-    return f"{median:.0f}", f"{_day(r.get('median_ci_lower_days'), last)}–{_day(r.get('median_ci_upper_days'), last)}"
+    return f"{median:.0f}", _interval(lower, _day(r.get("median_ci_upper_days"), last))
 
 
 def _steps(days: list, values: list) -> tuple[list, list]:

@@ -73,13 +73,15 @@ def test_the_risk_table_sits_under_the_same_ticks_and_the_curve_stops_below_elev
 
 def test_the_median_and_its_interval_are_printed_only_within_the_curve_shown():
     s = Series("k", "Ketamine alone", "#000", CURVE, SUMMARY)
-    assert legend_text(s, 50) == "Ketamine alone — median 50 d (95% CI 30–NR); ~30/~40 relapsed"
-    assert median_cells(s) == ("50", "30–NR")
+    assert legend_text(s, 50) == "Ketamine alone — median 50 d (95% CI 30 to NR); ~30/~40 relapsed"
+    assert median_cells(s) == ("50", "30 to NR")
+    both_inside = Series("k", "K", "#000", CURVE, {**SUMMARY, "median_ci_upper_days": 50.0})
+    assert median_cells(both_inside) == ("50", "30–50")
     beyond = Series("k", "Ketamine alone", "#000", CURVE, {**SUMMARY, "median_relapse_free_days": 70.0})
     assert median_cells(beyond) == ("beyond the curve shown", "–")
     assert "median beyond the curve shown" in legend_text(beyond, 50)
     upper_beyond = Series("k", "K", "#000", CURVE, {**SUMMARY, "median_ci_upper_days": 70.0})
-    assert median_cells(upper_beyond) == ("50", "30–>50")
+    assert median_cells(upper_beyond) == ("50", "30 to >50")
     not_reached = Series("k", "K", "#000", CURVE, {**SUMMARY, "median_relapse_free_days": None})
     assert median_cells(not_reached)[0] == "not reached"
     few = Series("k", "K", "#000", CURVE, {**SUMMARY, "n_responders": 9})
