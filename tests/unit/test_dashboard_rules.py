@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
+from dashboards.cohort import paired_counts
 from dashboards.km import Panel, Series, km_figure, legend_text, median_cells
-from dashboards.pages import _pair_labels, _wilson, clinic_time, response_page
+from dashboards.page import clinic_time
+from dashboards.response import response_page, wilson_interval
 from dashboards.status import read_status, record_failed, record_published
 
 
@@ -153,14 +155,14 @@ def test_weekly_lines_skip_the_baseline_week_and_stop_at_the_first_week_withheld
 def test_wilson_interval_matches_a_hand_computed_value():
     # 12/40, z = 1.96: denominator 1 + z^2/n = 1.096037; centre (0.3 + z^2/80) / 1.096037 = 0.317525;
     # half-width z * sqrt(0.21/40 + z^2/6400) / 1.096037 = 0.136778 (hand-computed)
-    lo, hi = _wilson(12, 40)
+    lo, hi = wilson_interval(12, 40)
     assert lo == pytest.approx(0.180747, abs=1e-5) and hi == pytest.approx(0.454303, abs=1e-5)
 
 
 def test_courses_and_patients_whose_difference_is_small_are_both_rounded():
-    assert _pair_labels(99, 98) == ("~100", "~100")
-    assert _pair_labels(130, 100) == ("130", "100")
-    assert _pair_labels(99, 99) == ("99", "99")
+    assert paired_counts(99, 98) == ("~100", "~100")
+    assert paired_counts(130, 100) == ("130", "100")
+    assert paired_counts(99, 99) == ("99", "99")
 
 
 def test_times_are_shown_in_clinic_time():

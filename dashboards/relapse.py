@@ -1,0 +1,131 @@
+"""The relapse page: Kaplan-Meier curves per protocol and scale, one protocol's clinician- and self-rated
+curves, medians with their intervals and the log-rank test."""
+
+from __future__ import annotations
+
+import html
+
+from dashboards.display import display_from
+from dashboards.page import figure_html, p_value_text, page, summary_row, table_html
+from dashboards.suppression import MIN_CELL, curve_visible, rounded_label
+
+
+def relapse_page(marts: dict, data_as_of: str) -> str:
+    import polars as pl
+
+    from dashboards.km import Panel, Series, km_figure, median_cells
+
+    d = display_from(marts)
+    km, summary = marts["rpt_relapse_free_survival"], marts["rpt_protocol_summary"]
+    present = set(km["instrument"].to_list()) if km is not None else set()
+    instruments = [i for i in d.instruments if i in present]
+
+    def series(protocol: str, inst: str, label: str, dash: str = "solid") -> Series | None:
+        curve = km.filter((pl.col("instrument") == inst) & (pl.col("protocol") == protocol)).sort("day")
+        if curve.height == 0:
+            return None
+        return Series(protocol, label, d.colour(protocol), curve, summary_row(summary, protocol, inst), dash)
+
+    by_instrument = [
+        Panel(
+            inst,
+            d.label(inst),
+            f"Relapse-free survival among responders — {d.label(inst)}",
+            [s for p in d.protocols if (s := series(p, inst, d.label(p))) is not None],
+        )
+        for inst in instruments
+    ]
+    fig, _ = km_figure(by_instrument)
+
+    # one protocol, a clinician-rated scale and its self-rated partner on one figure (they often disagree)
+    pairs = [(c, s) for c, s in d.pairs if c in present and s in present]
+    by_protocol = []
+    for protocol in d.protocols:
+        for clinician, self_rated in pairs:
+            drawn = []
+            for inst in (clinician, self_rated):
+                one = series(protocol, inst, d.label(inst), d.dash(inst))
+                if one is not None:
+                    one.key = inst
+                    drawn.append(one)
+            if drawn:
+                by_protocol.append(
+                    Panel(
+                        f"{protocol}:{clinician}",
+                        f"{d.label(protocol)}: {d.label(clinician)} vs {d.label(self_rated)}",
+                        f"{d.label(protocol)} — clinician-rated (solid) and self-rated (dashed)",
+                        drawn,
+                    )
+                )
+    raters_fig, _ = km_figure(by_protocol)
+
+    sections = []
+    for inst in instruments:
+        rows = []
+        for protocol in d.protocols:
+            r = summary_row(summary, protocol, inst)
+            one = series(protocol, inst, d.label(protocol))
+            if r is None or one is None:
+                continue
+            visible = curve_visible(r["n_responders"])
+            median, interval = median_cells(one)
+            rows.append(
+                [
+                    d.label(protocol),
+                    rounded_label(r["n_responders"]),
+                    rounded_label(r["n_relapsed"]) if visible else "withheld",
+                    median,
+                    interval,
+                    p_value_text(r["logrank_p_vs_reference"], protocol, d.reference) if visible else "withheld",
+                ]
+            )
+        display = "block" if inst == instruments[0] else "none"
+        notes = [
+            f"{d.label(p)}: curve withheld (fewer than {MIN_CELL} responders)."
+            for p in d.protocols
+            if (r := summary_row(summary, p, inst)) is not None and not curve_visible(r["n_responders"])
+        ]
+        sections.append(
+            f'<div class="instrument-block" data-instrument="{html.escape(d.label(inst))}" style="display:{display}">'
+            f"<h3>{html.escape(d.label(inst))}</h3>"
+            + table_html(
+                [
+                    "Protocol",
+                    "Responders",
+                    "Relapsed",
+                    "Median relapse-free days",
+                    "95% CI",
+                    f"Log-rank p vs {d.label(d.reference)}",
+                ],
+                rows,
+                f"median-{inst}",
+            )
+            + "".join(f'<p class="note withheld">{html.escape(n)}</p>' for n in notes)
+            + "</div>"
+        )
+    rounding = (
+        '<p class="meta">Numbers at risk, responders and relapses are rounded to the nearest 10, so that no count '
+        "from 1 to 10 can be derived by subtracting one from another; a curve stops where fewer than 11 remain at "
+        "risk, and a median or interval bound beyond that point is not printed (&gt; the last day shown). "
+        "Ticks on a curve mark censored courses; NR: not reached.</p>"
+    )
+    switcher = """<script>(function(){var f=document.getElementById('relapse-km');if(!f||!f.on)return;
+f.on('plotly_buttonclicked',function(e){var i=e.button.label;document.querySelectorAll('.instrument-block')
+.forEach(function(b){b.style.display=(b.dataset.instrument===i)?'block':'none';});});})();</script>"""
+    body = (
+        figure_html(fig, "relapse-km")
+        + "<h2>Median relapse-free days and log-rank test</h2>"
+        + rounding
+        + "".join(sections)
+        + switcher
+        + "<h2>Clinician-rated and self-rated, one protocol</h2>"
+        + figure_html(raters_fig, "relapse-raters")
+    )
+    return page(
+        "Relapse",
+        data_as_of,
+        body,
+        "Relapse among responders: a single-visit threshold, two consecutive losses of response, a booster "
+        "after the endpoint or a new course, counted from the last induction infusion; 95% bands on the "
+        "log(−log) scale, the median's interval where those bands cross 50%.",
+    )
