@@ -28,7 +28,10 @@ def _run(settings: Settings, from_dir: Path | None, full: bool, log) -> dict:
         try:
             out = fn(*a, **kw)
         except BaseException:
-            record_failed(settings.dashboards, name)  # the pages say the night failed, and where
+            try:
+                record_failed(settings.dashboards, name)  # the pages say the night failed, and where
+            except OSError:
+                pass  # the step's own error is the one to report
             raise
         summary["steps"][name] = round(time.perf_counter() - start, 2)
         log(f"   {name}: done in {summary['steps'][name]:.1f} s")
