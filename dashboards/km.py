@@ -134,7 +134,7 @@ def km_figure(panels: list[Panel], div_title_prefix: str = "") -> tuple[object, 
         last_day = max((float(part["day"].max()) for _, part in drawn), default=0.0)
         step = tick_step(last_day)
         ticks = list(range(0, int(last_day) + step, step))
-        x_max = ticks[-1] if ticks else step
+        x_max = max(ticks[-1], step)  # an empty panel still gets a readable axis
         row_labels = [s.label for s, _ in drawn]
         for s, part in drawn:
             days, surv = part["day"].to_list(), part["survival"].to_list()
