@@ -431,6 +431,34 @@ def simulate_patient(index: int, cfg: GeneratorConfig) -> PatientSim:
     return sim
 
 
+class _SubstanceUse:
+    """Days abstinent of the last 30 over one course, for a patient with a use disorder. The outcome rules judge
+    the days of use (30 - abstinent): response is half the baseline's or fewer, remission none, relapse back at
+    the baseline's days of use, seen at the first visit on or after the latent relapse day."""
+
+    def __init__(self, rng: random.Random, prm, protocol: str, baseline: int, visits: list[int], dropout: bool):
+        self.rng = rng
+        self.baseline_use = 30 - baseline
+        self.responder = rng.random() < prm.sud_response[protocol]
+        self.remitter = self.responder and rng.random() < prm.sud_remission_given_response[protocol]
+        self.latent_relapse_days = _lognormal_days(rng, prm.sud_relapse_median_days[protocol], prm.relapse_sigma)
+        later = [v for v in visits if v >= max(self.latent_relapse_days, 8)]
+        self.relapse_visit = later[0] if (self.responder and not dropout and later) else None
+
+    def days_abstinent(self, day_off: int, is_endpoint: bool) -> int:
+        b, rng = self.baseline_use, self.rng
+        half = b // 2  # (b - use) / b >= 0.5  <=>  use <= b // 2
+        if self.relapse_visit is not None and day_off >= self.relapse_visit:
+            use = rng.randint(b, 30)
+        elif self.remitter and (is_endpoint or rng.random() < 0.9):
+            use = 0
+        elif self.responder:
+            use = rng.randint(1, half)
+        else:
+            use = rng.randint(half + 1, b)
+        return 30 - use
+
+
 def _simulate_course(
     rng,
     mrng,
@@ -585,8 +613,14 @@ def _simulate_course(
             min(INSTRUMENTS[name].max_score, max(0, baselines[name] + rng.randint(-2, 2))),
             date_only_ok=True,
         )
+    sud = None
     if has_sud:
-        record_score(DAYS_ABSTINENT, screen_at, rng.randint(0, 15))
+        sud_baseline = rng.randint(0, 15)
+        record_score(DAYS_ABSTINENT, screen_at, sud_baseline)
+        # its own stream, so the other scales' draws stay as they were
+        sud = _SubstanceUse(
+            random.Random(f"{cfg.seed}:{pid}:{course_no}:sud"), prm, protocol, sud_baseline, all_visits, dropout
+        )
 
     # --- Infusions with pre-infusion scores and post-infusion CADSS -----------------------------
     endpoint_scores = {name: _score(rng, INSTRUMENTS[name], baselines[name], states[name]) for name in instruments}
@@ -644,7 +678,7 @@ def _simulate_course(
                 v = _score(rng, inst, b, states[name] if states[name] == "worse" else "fail")
             record_score(inst, at, v, date_only_ok=not is_endpoint and day_off > 8)
         if has_sud:
-            record_score(DAYS_ABSTINENT, at, rng.randint(5, 30) if protocol == "ketamine_mbrp" else rng.randint(0, 25))
+            record_score(DAYS_ABSTINENT, at, sud.days_abstinent(day_off, is_endpoint))
         if booster_day == day_off:
             start = at + timedelta(minutes=rng.randint(30, 90))
             _infusion(rng, mrng, mess, clock, add, ref, practitioners, pid, start, weight_kg, dose_per_kg)
@@ -713,6 +747,29 @@ def _simulate_course(
                 "days_to_relapse_or_censor": days,
                 "booster_day": booster_day,
                 "last_visit_day": (last_inf + timedelta(days=all_visits[-1])).isoformat() if all_visits else None,
+            }
+        )
+    if sud is not None:
+        if not sud.responder or dropout:
+            relapsed, days = None, None
+        elif booster_day is not None and (sud.relapse_visit is None or booster_day < sud.relapse_visit):
+            relapsed, days = True, booster_day
+        elif sud.relapse_visit is not None:
+            relapsed, days = True, sud.relapse_visit
+        else:
+            relapsed, days = False, all_visits[-1]
+        sim.truth.append(
+            {
+                **sim.truth[-1],
+                "instrument": DAYS_ABSTINENT.name,
+                "rater": DAYS_ABSTINENT.rater,
+                "baseline_score": 30 - sud.baseline_use,
+                "endpoint_score": None,
+                "latent_responder": sud.responder,
+                "latent_remitter": sud.remitter,
+                "latent_relapse_days": sud.latent_relapse_days,
+                "relapsed": relapsed,
+                "days_to_relapse_or_censor": days,
             }
         )
     return last_inf + timedelta(days=all_visits[-1] if all_visits else 0)

@@ -144,6 +144,33 @@ class ClinicParams:
         }
     )
     relapse_sigma: float = 0.6
+    # substance use (days abstinent of the last 30, among patients with a use disorder), per protocol: response
+    # is half the days of use or fewer, remission none at all (Dakwar 2019, cocaine: abstinent in the last two
+    # weeks 48% with ketamine + MBRP vs 11% without; KARE 2022: ~162 of 180 days abstinent with MBRP)
+    sud_response: dict[str, float] = field(
+        default_factory=lambda: {
+            "ketamine_only": 0.35,
+            "ketamine_cbt": 0.35,
+            "ketamine_mbrp": 0.65,
+            "ketamine_kap": 0.40,
+        }
+    )
+    sud_remission_given_response: dict[str, float] = field(
+        default_factory=lambda: {
+            "ketamine_only": 0.30,
+            "ketamine_cbt": 0.30,
+            "ketamine_mbrp": 0.75,
+            "ketamine_kap": 0.30,
+        }
+    )
+    sud_relapse_median_days: dict[str, float] = field(
+        default_factory=lambda: {
+            "ketamine_only": 30.0,
+            "ketamine_cbt": 45.0,
+            "ketamine_mbrp": 120.0,
+            "ketamine_kap": 45.0,
+        }
+    )
     # the medians above are clinician-rated depression (MADRS; Murrough 2013, Wilkinson 2017). Self-rated scales
     # hold response longer (ORKA-1: PHQ-9 ~80% / 60% still responding at 4 / 8 weeks) and PTSD relapses later
     # than depression (Albott 2018: 41 vs 20 days; Feder 2021: CAPS-5 27.5 days)
