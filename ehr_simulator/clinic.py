@@ -742,6 +742,7 @@ def _simulate_course(
                 "endpoint_score": endpoint_scores[name] if not dropout else None,
                 "latent_responder": resp,
                 "latent_remitter": states[name] == "remit",
+                "latent_worse": states[name] == "worse",
                 "latent_relapse_days": latent_relapse(inst),
                 "relapsed": relapsed,
                 "days_to_relapse_or_censor": days,
@@ -767,6 +768,7 @@ def _simulate_course(
                 "endpoint_score": None,
                 "latent_responder": sud.responder,
                 "latent_remitter": sud.remitter,
+                "latent_worse": False,  # days of use above the baseline's are not modelled
                 "latent_relapse_days": sud.latent_relapse_days,
                 "relapsed": relapsed,
                 "days_to_relapse_or_censor": days,

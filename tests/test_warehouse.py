@@ -131,19 +131,25 @@ def test_recovered_rates_and_relapse_medians_match_the_truth(clinic_warehouse):
     params = json.loads((ehr / "truth" / "parameters.json").read_text())["params"]
     con = _con(wh)
     summary = con.sql("SELECT * FROM marts.rpt_protocol_summary").pl()
-    pooled = con.sql("""SELECT instrument, avg(is_responder::int) AS response, avg(is_remitter::int) AS remission
+    pooled = con.sql("""SELECT instrument, avg(is_responder::int) AS response, avg(is_remitter::int) AS remission,
+                                   avg(is_worse::int) AS worsening
                             FROM marts.fct_course_outcomes WHERE is_evaluable GROUP BY instrument""").pl()
     con.close()
     latent = (
         truth.filter(pl.col("evaluable"))
         .group_by("instrument")
-        .agg(pl.col("latent_responder").mean().alias("response"), pl.col("latent_remitter").mean().alias("remission"))
+        .agg(
+            pl.col("latent_responder").mean().alias("response"),
+            pl.col("latent_remitter").mean().alias("remission"),
+            pl.col("latent_worse").mean().alias("worsening"),
+        )
     )
     for instrument in ("madrs", "phq9"):
         got = pooled.filter(pl.col("instrument") == instrument).row(0, named=True)
         want = latent.filter(pl.col("instrument") == instrument).row(0, named=True)
         assert got["response"] == pytest.approx(want["response"], abs=0.04), instrument
         assert got["remission"] == pytest.approx(want["remission"], abs=0.04), instrument
+        assert got["worsening"] == pytest.approx(want["worsening"], abs=0.02), instrument
     clin = params["clinician_response"]
     madrs = pooled.filter(pl.col("instrument") == "madrs").row(0, named=True)
     assert madrs["response"] == pytest.approx(clin, abs=0.05)
