@@ -112,7 +112,7 @@ def _steps(days: list, values: list) -> tuple[list, list]:
     return xs, ys
 
 
-def km_figure(panels: list[Panel], div_title_prefix: str = "") -> tuple[object, dict[str, str]]:
+def km_figure(panels: list[Panel]) -> tuple[object, dict[str, str]]:
     """The figure (curves over the risk table) and, per panel, why nothing is drawn when nothing is."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -221,7 +221,7 @@ def km_figure(panels: list[Panel], div_title_prefix: str = "") -> tuple[object, 
                 + ". Curves are drawn only for 11 or more responders."
             )
         layouts[panel.key] = {
-            "title.text": f"{div_title_prefix}{panel.title}",
+            "title.text": panel.title,
             # a little room left of day 0, so the risk table's first column is not cut by the row labels
             "xaxis.range": [-0.04 * x_max, x_max * 1.03],
             "xaxis2.range": [-0.04 * x_max, x_max * 1.03],

@@ -36,6 +36,7 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
         for inst in instruments
     ]
     fig, _ = km_figure(by_instrument)
+    curves = {(panel.key, one.key): one for panel in by_instrument for one in panel.series}
 
     # one protocol, a clinician-rated scale and its self-rated partner on one figure (they often disagree)
     pairs = [(c, s) for c, s in d.pairs if c in present and s in present]
@@ -63,10 +64,10 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
     for inst in instruments:
         rows = []
         for protocol in d.protocols:
-            r = summary_row(summary, protocol, inst)
-            one = series(protocol, inst, d.label(protocol))
-            if r is None or one is None:
+            one = curves.get((inst, protocol))
+            if one is None or one.summary is None:
                 continue
+            r = one.summary
             visible = curve_visible(r["n_responders"])
             median, interval = median_cells(one)
             rows.append(

@@ -131,7 +131,7 @@ class ClinicParams:
     clinician_response: float = 0.65
     self_response_given_clinician_response: float = 0.68
     self_response_given_clinician_nonresponse: float = 0.15
-    clinician_remission_given_response: float = 0.65  # 0.65 x 0.65 = 42% MADRS remission (KetECT 46%)
+    clinician_remission_given_response: float = 0.65  # with clinician_response: near KetECT's MADRS remission
     self_remission_given_response: float = 0.50
     worse_at_endpoint: float = 0.08
     # median days from the last induction infusion to relapse, among responders (log-normal spread)

@@ -28,9 +28,9 @@ SHARED_FIXTURE_MODULES = {
 }
 
 
-def _shared_group(nodeid: str) -> str | None:
-    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-    return SHARED_FIXTURE_MODULES[module][0] if module in SHARED_FIXTURE_MODULES else None
+def _shared(nodeid: str) -> tuple[str, int] | None:
+    """(shared fixture, weight) of the test's module, if its tests share one."""
+    return SHARED_FIXTURE_MODULES.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1])
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -42,16 +42,17 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return _shared_group(nodeid) or nodeid
+            shared = _shared(nodeid)
+            return shared[0] if shared else nodeid
 
     return SharedFixtureScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     def weight(item) -> float:
-        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-        if module in SHARED_FIXTURE_MODULES:
-            return SHARED_FIXTURE_MODULES[module][1]
+        shared = _shared(item.nodeid)
+        if shared:
+            return shared[1]
         slow = item.get_closest_marker("slow")
         return float(slow.kwargs.get("seconds", 30)) if slow else 1.0
 
