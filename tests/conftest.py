@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prewarmed import Launcher
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -59,18 +60,37 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=weight, reverse=True)  # stable: a group's tests keep their order
 
 
+_launcher: Launcher | None = None
+
+
+def _forked() -> Launcher | None:
+    """The worker's pre-imported interpreter (tests/prewarmed.py); OUTCOMES_TESTS_FORK=0 execs instead."""
+    global _launcher
+    if os.environ.get("OUTCOMES_TESTS_FORK", "1") == "0":
+        return None
+    if _launcher is None:
+        _launcher = Launcher(ROOT)
+    return _launcher
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _launcher is not None:
+        _launcher.close()
+
+
 def outcomes(
     *args: str, check: bool = True, env: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run the real `outcomes` console script."""
-    proc = subprocess.run(
-        [str(BIN / "outcomes"), *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
+    """Run the `outcomes` CLI in its own process: forked from the worker's pre-imported interpreter, or the
+    console script itself (OUTCOMES_TESTS_FORK=0); the same entry point, exit code and output either way."""
+    full_env = {**os.environ, **(env or {})}
+    launcher = _forked()
+    if launcher is not None:
+        proc = launcher.run(list(args), full_env, ROOT, timeout)
+    else:
+        proc = subprocess.run(
+            [str(BIN / "outcomes"), *args], capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=timeout
+        )
     if check and proc.returncode != 0:
         raise AssertionError(f"outcomes {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
