@@ -57,7 +57,14 @@ class Launcher:
     def run(self, args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory(prefix="outcomes-cli-") as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            request = {"args": args, "env": env, "cwd": str(cwd), "timeout": timeout, "stdout": str(out), "stderr": str(err)}
+            request = {
+                "args": args,
+                "env": env,
+                "cwd": str(cwd),
+                "timeout": timeout,
+                "stdout": str(out),
+                "stderr": str(err),
+            }
             self.proc.stdin.write(json.dumps(request) + "\n")
             self.proc.stdin.flush()
             line = self.proc.stdout.readline()
