@@ -1,4 +1,4 @@
-"""The nightly DAG: integrity, a real `airflow dags test` run against the local EHR, incrementality, failure."""
+"""The nightly DAG: integrity, real `airflow dags test` runs against the local EHR (incremental, failed)."""
 
 from __future__ import annotations
 
@@ -126,63 +126,95 @@ def _provisional_courses(wh: Path) -> set[str]:
         con.close()
 
 
-@pytest.mark.slow(seconds=210)
-def test_dag_runs_end_to_end_incrementally_and_fails_safely(tmp_path):
-    clinic = tmp_path / "ehr"
-    generate(GeneratorConfig(patients=100, seed=77), clinic)
-    key = tmp_path / "client.pem"
-    outcomes("ehr", "register-client", "--data", str(clinic), "--key-out", str(key), "--client-id", "dag-test")
-    wh = tmp_path / "wh" / "warehouse.duckdb"
-    server = EHRProcess(clinic)
-    env = {
-        "OUTCOMES_EHR_URL": server.base,
-        "OUTCOMES_CLIENT_ID": "dag-test",
-        "OUTCOMES_PRIVATE_KEY_PATH": str(key),
-        # the warehouse only through an Airflow Variable: the tasks and the failure callback must both use it
-        "AIRFLOW_VAR_OUTCOMES_WAREHOUSE": str(wh),
-    }
-    airflow_home = tmp_path / "airflow"
-    try:
-        run_dag(airflow_home, env, log=lambda _: None)
-        con = duckdb.connect(str(wh), read_only=True)
-        courses = con.execute("SELECT count(*) FROM marts.fct_treatment_courses").fetchall()[0][0]
-        first_read = con.execute("SELECT sum(read) FROM raw.load_counts").fetchall()[0][0]
-        con.close()
-        open_courses = _provisional_courses(wh)
-        assert courses > 60 and (wh.parent / "dashboards" / "relapse.html").exists()
+class _Clinic:
+    """A generated clinic served over FHIR by the stand-in EHR, a registered client, and the environment a
+    night needs (the warehouse only through an Airflow Variable: the tasks and the failure callback must both
+    use it; `cli_env` gives the same warehouse to the CLI)."""
 
-        outcomes("ehr", "generate", "--continue-days", "20", "--out", str(clinic))
-        run_dag(airflow_home, env, log=lambda _: None)
-        con = duckdb.connect(str(wh), read_only=True)
-        loads = con.execute("""SELECT l.since, sum(c.read) FROM raw.load_log l JOIN raw.load_counts c USING (load_id)
-                               GROUP BY l.load_id, l.since, l.load_seq ORDER BY l.load_seq""").fetchall()
-        con.close()
-        assert len(loads) == 2 and loads[0][0] is None and loads[1][0] is not None
-        assert loads[1][1] < first_read / 5  # only the delta came through
-        # courses open at the first night's cut-off are final 20 days later (and equal to a full rebuild's, below)
-        assert open_courses - _provisional_courses(wh), "a course open on the first night is final on the second"
+    def __init__(self, tmp_path: Path, patients: int, seed: int) -> None:
+        self.dir = tmp_path / "ehr"
+        generate(GeneratorConfig(patients=patients, seed=seed), self.dir)
+        key = tmp_path / "client.pem"
+        outcomes("ehr", "register-client", "--data", str(self.dir), "--key-out", str(key), "--client-id", "dag-test")
+        self.warehouse = tmp_path / "wh" / "warehouse.duckdb"
+        self.airflow_home = tmp_path / "airflow"
+        self.server = EHRProcess(self.dir)
+        self.env = {
+            "OUTCOMES_EHR_URL": self.server.base,
+            "OUTCOMES_CLIENT_ID": "dag-test",
+            "OUTCOMES_PRIVATE_KEY_PATH": str(key),
+            "AIRFLOW_VAR_OUTCOMES_WAREHOUSE": str(self.warehouse),
+        }
 
-        # the same data refreshed in full into a fresh warehouse gives the same marts
-        full = tmp_path / "full" / "warehouse.duckdb"
-        outcomes("refresh", "--full", env={**env, "OUTCOMES_WAREHOUSE": str(full)})
-        assert _fingerprint(wh, REPORTS) == _fingerprint(full, REPORTS)
-        assert _outcomes_by_patient(wh) == _outcomes_by_patient(full)
+    def cli_env(self, warehouse: Path | None = None) -> dict[str, str]:
+        return {**self.env, "OUTCOMES_WAREHOUSE": str(warehouse or self.warehouse)}
 
-        # a critical quality failure: the run fails, the alert is recorded, yesterday's marts stay
-        before = _fingerprint(wh, REPORTS + ("fct_course_outcomes", "dim_patients"))
-        con = duckdb.connect(str(wh))
-        con.execute("INSERT INTO raw.patient_versions_landed SELECT * FROM raw.patient_versions LIMIT 1")
-        con.close()
-        reported: list[str] = []
-        with pytest.raises(RuntimeError, match="DAG run failed"):
-            run_dag(airflow_home, env, log=reported.append)
-        states = dict(line.split() for line in reported if line.startswith("  "))
-        assert states["extract"] == states["load"] == "success" and states["validate_raw"] == "failed", reported
-        assert states["publish"] == "upstream_failed"
-        status = read_status(wh.parent / "dashboards")
-        assert status["last_attempt_ok"] is False and status["failed_step"] == "validate_raw"
-    finally:
-        server.stop()
+
+@pytest.fixture()
+def served_clinic(request, tmp_path):
+    patients, seed = getattr(request, "param", (100, 77))
+    clinic = _Clinic(tmp_path, patients, seed)
+    yield clinic
+    clinic.server.stop()
+
+
+@pytest.mark.slow(seconds=130)
+def test_the_dag_continues_a_night_incrementally_and_equals_a_full_refresh(served_clinic):
+    """The first night by hand (`outcomes refresh`, the same steps), the second by the DAG: only the delta
+    comes through, courses open on the first night are final on the second, and the marts equal a full refresh
+    of the same data into a fresh warehouse."""
+    clinic, wh = served_clinic, served_clinic.warehouse
+    outcomes("refresh", env=clinic.cli_env())
+    con = duckdb.connect(str(wh), read_only=True)
+    courses = con.execute("SELECT count(*) FROM marts.fct_treatment_courses").fetchall()[0][0]
+    first_read = con.execute("SELECT sum(read) FROM raw.load_counts").fetchall()[0][0]
+    con.close()
+    open_courses = _provisional_courses(wh)
+    assert courses > 60 and (wh.parent / "dashboards" / "relapse.html").exists() and open_courses
+
+    outcomes("ehr", "generate", "--continue-days", "20", "--out", str(clinic.dir))
+    reported: list[str] = []
+    run_dag(clinic.airflow_home, clinic.env, log=reported.append)
+    assert [line.split() for line in reported if line.startswith("  ")] == [
+        [task, "success"]
+        for task in ("extract", "load", "validate_raw", "transform", "validate_marts", "publish", "dashboards")
+    ]
+    con = duckdb.connect(str(wh), read_only=True)
+    loads = con.execute("""SELECT l.since, sum(c.read) FROM raw.load_log l JOIN raw.load_counts c USING (load_id)
+                           GROUP BY l.load_id, l.since, l.load_seq ORDER BY l.load_seq""").fetchall()
+    con.close()
+    assert len(loads) == 2 and loads[0][0] is None and loads[1][0] is not None
+    assert loads[1][1] < first_read / 5  # only the delta came through
+    assert open_courses - _provisional_courses(wh), "a course open on the first night is final on the second"
+    assert read_status(wh.parent / "dashboards")["last_attempt_ok"] is True
+
+    full = wh.parent.parent / "full" / "warehouse.duckdb"
+    outcomes("refresh", "--full", env=clinic.cli_env(full))
+    assert _fingerprint(wh, REPORTS) == _fingerprint(full, REPORTS)
+    assert _outcomes_by_patient(wh) == _outcomes_by_patient(full)
+
+
+@pytest.mark.slow(seconds=80)
+@pytest.mark.parametrize("served_clinic", [(40, 78)], indirect=True)
+def test_a_failed_dag_run_alerts_and_keeps_yesterdays_marts(served_clinic):
+    """A critical quality failure in a DAG run: the run fails at the gate, later tasks do not run, the failure
+    callback records the alert (file, quality.alerts, the pages' status) beside the Variable's warehouse, and
+    yesterday's marts stay."""
+    clinic, wh = served_clinic, served_clinic.warehouse
+    outcomes("refresh", env=clinic.cli_env())
+    before = _fingerprint(wh, REPORTS + ("fct_course_outcomes", "dim_patients"))
+    con = duckdb.connect(str(wh))
+    con.execute("INSERT INTO raw.patient_versions_landed SELECT * FROM raw.patient_versions LIMIT 1")
+    con.close()
+    reported: list[str] = []
+    with pytest.raises(RuntimeError, match="DAG run failed"):
+        run_dag(clinic.airflow_home, clinic.env, log=reported.append)
+    states = dict(line.split() for line in reported if line.startswith("  "))
+    assert states["extract"] == states["load"] == "success" and states["validate_raw"] == "failed", reported
+    assert states["publish"] == "upstream_failed"
+    status = read_status(wh.parent / "dashboards")
+    assert status["last_attempt_ok"] is False and status["failed_step"] == "validate_raw"
+
     alerts = [json.loads(x) for x in (wh.parent / "alerts.ndjson").read_text().splitlines()]
     assert not (ROOT / "data" / "alerts.ndjson").exists() or all(
         a.get("run_id") not in {x["run_id"] for x in alerts}
