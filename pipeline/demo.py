@@ -35,16 +35,19 @@ def airflow_env(airflow_home: Path, extra: dict[str, str]) -> dict[str, str]:
     }
 
 
-def run_dag(airflow_home: Path, outcomes_env: dict[str, str], log=print) -> None:
-    """`airflow db migrate` (first time) then `airflow dags test` of the nightly DAG."""
+def run_dag(airflow_home: Path, outcomes_env: dict[str, str], log=print, run=subprocess.run) -> None:
+    """`airflow db migrate` (first time) then `airflow dags test` of the nightly DAG. `run` starts the
+    `airflow` console script (subprocess.run's signature)."""
     env = airflow_env(airflow_home, outcomes_env)
     airflow = str(Path(sys.executable).parent / "airflow")
     if not (airflow_home / "airflow.db").exists():
         log(f"airflow: initialising {airflow_home} (first run only)")
-        _quiet([airflow, "db", "migrate"], env, "airflow db migrate")
+        proc = run([airflow, "db", "migrate"], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     log(f"airflow: dags test {DAG_ID} (task logs in {airflow_home / 'dags_test.log'})")
     with open(airflow_home / "dags_test.log", "w") as out:
-        proc = subprocess.run([airflow, "dags", "test", DAG_ID], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = run([airflow, "dags", "test", DAG_ID], env=env, stdout=out, stderr=subprocess.STDOUT)
     states = _task_states(airflow_home)
     for task, state in states.items():
         log(f"  {task:<16} {state}")
@@ -68,12 +71,6 @@ def _task_states(airflow_home: Path) -> dict[str, str]:
     finally:
         con.close()
     return dict(rows)
-
-
-def _quiet(cmd: list[str], env: dict, what: str) -> None:
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
 def run(

@@ -96,6 +96,20 @@ def outcomes(
     return proc
 
 
+def console_script_runner():
+    """subprocess.run's signature for the product's own launches of a console script (the demo's `airflow`
+    calls), served by the worker's pre-imported interpreter unless OUTCOMES_TESTS_FORK=0."""
+    launcher = _forked()
+    if launcher is None:
+        return subprocess.run
+
+    def run(cmd: list[str], env: dict, stdout=None, stderr=None, capture_output: bool = False, text: bool = False):
+        output = Path(stdout.name) if stdout is not None and hasattr(stdout, "name") else None
+        return launcher.run(cmd[1:], env, ROOT, 1800, program=Path(cmd[0]).name, output=output)
+
+    return run
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

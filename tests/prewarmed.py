@@ -1,9 +1,9 @@
-"""The `outcomes` CLI in real processes that skip the interpreter's start-up: one long-lived process per test
-worker imports the heavy libraries (Great Expectations, dbt, lifelines, polars, ...) once, then forks a child per
-command. The child runs the console script's own entry point with the command's arguments, environment and
-working directory, its stdout and stderr in files, and exits with the command's exit code -- what the test
-sees is what `subprocess.run` of the console script would give it, some 12 s sooner per command that imports
-GX and dbt.
+"""The `outcomes` and `airflow` console scripts in real processes that skip the interpreter's start-up: one
+long-lived process per test worker imports the heavy libraries (Great Expectations, dbt, lifelines, polars, ...)
+once, then forks a child per command. The child runs the console script's own entry point with the command's
+arguments, environment and working directory, its stdout and stderr in files, and exits with the command's exit
+code -- what the test sees is what `subprocess.run` of the console script would give it, some 12 s sooner per
+command that imports GX and dbt. (Airflow itself is imported in the child: it reads AIRFLOW_HOME on import.)
 
 Run as a script, this module is that long-lived process: it reads one JSON request per line on stdin and
 answers one JSON line on stdout when the child has exited.
@@ -11,6 +11,7 @@ answers one JSON line on stdout when the child has exited.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -38,6 +39,10 @@ HEAVY_MODULES = (
 )
 
 
+# console script -> (module, function, whether the function takes argv)
+PROGRAMS = {"outcomes": ("pipeline.cli", "main", True), "airflow": ("airflow.__main__", "main", False)}
+
+
 class Launcher:
     """One pre-imported interpreter; `run` has `subprocess.run(capture_output=True, text=True)`'s contract."""
 
@@ -54,10 +59,20 @@ class Launcher:
         if ready != "ready":
             raise RuntimeError(f"the pre-imported interpreter did not start: {ready!r}")
 
-    def run(self, args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        timeout: float,
+        program: str = "outcomes",
+        output: Path | None = None,
+    ) -> subprocess.CompletedProcess:
+        """`program args` in a forked child; its stdout and stderr are returned, or both written to `output`."""
         with tempfile.TemporaryDirectory(prefix="outcomes-cli-") as tmp:
-            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            out, err = (output, output) if output else (Path(tmp) / "stdout", Path(tmp) / "stderr")
             request = {
+                "program": program,
                 "args": args,
                 "env": env,
                 "cwd": str(cwd),
@@ -71,8 +86,8 @@ class Launcher:
             if not line:
                 raise RuntimeError("the pre-imported interpreter exited")
             answer = json.loads(line)
-            stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
-        cmd = ["outcomes", *args]
+            stdout, stderr = ("", "") if output else (out.read_text(errors="replace"), err.read_text(errors="replace"))
+        cmd = [program, *args]
         if answer["timed_out"]:
             raise subprocess.TimeoutExpired(cmd, timeout, stdout, stderr)
         return subprocess.CompletedProcess(cmd, answer["returncode"], stdout, stderr)
@@ -89,19 +104,19 @@ def _child(request: dict) -> None:
     """In the forked child: become `outcomes <args>` and exit with its code. Never returns."""
     code = 1
     try:
-        for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY | os.O_CREAT)):
-            os.dup2(os.open(path, mode), fd)
-        os.dup2(os.open(request["stderr"], os.O_WRONLY | os.O_CREAT), 2)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_APPEND), 1)
+        os.dup2(os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND), 2)
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
         sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False), write_through=True)  # noqa: SIM115
         sys.stderr = io.TextIOWrapper(open(2, "wb", closefd=False), write_through=True)  # noqa: SIM115
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = [str(Path(sys.executable).parent / "outcomes"), *request["args"]]
-        from pipeline.cli import main
-
-        code = main(request["args"]) or 0
+        module, function, takes_argv = PROGRAMS[request["program"]]
+        sys.argv = [str(Path(sys.executable).parent / request["program"]), *request["args"]]
+        main = getattr(importlib.import_module(module), function)
+        code = (main(request["args"]) if takes_argv else main()) or 0
     except SystemExit as e:
         if isinstance(e.code, str):
             print(e.code, file=sys.stderr)
@@ -134,8 +149,6 @@ def _wait(pid: int, timeout: float) -> tuple[int, bool]:
 
 
 def serve() -> None:
-    import importlib
-
     sys.path[0] = str(Path(sys.executable).parent)  # as the console script has it, not this file's folder
     for name in HEAVY_MODULES:
         importlib.import_module(name)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ROOT, EHRProcess, outcomes
+from conftest import ROOT, EHRProcess, console_script_runner, outcomes
 
 from dashboards.status import read_status
 from ehr_simulator.generate import generate
@@ -174,7 +174,7 @@ def test_the_dag_continues_a_night_incrementally_and_equals_a_full_refresh(serve
 
     outcomes("ehr", "generate", "--continue-days", "20", "--out", str(clinic.dir))
     reported: list[str] = []
-    run_dag(clinic.airflow_home, clinic.env, log=reported.append)
+    run_dag(clinic.airflow_home, clinic.env, log=reported.append, run=console_script_runner())
     assert [line.split() for line in reported if line.startswith("  ")] == [
         [task, "success"]
         for task in ("extract", "load", "validate_raw", "transform", "validate_marts", "publish", "dashboards")
@@ -208,7 +208,7 @@ def test_a_failed_dag_run_alerts_and_keeps_yesterdays_marts(served_clinic):
     con.close()
     reported: list[str] = []
     with pytest.raises(RuntimeError, match="DAG run failed"):
-        run_dag(clinic.airflow_home, clinic.env, log=reported.append)
+        run_dag(clinic.airflow_home, clinic.env, log=reported.append, run=console_script_runner())
     states = dict(line.split() for line in reported if line.startswith("  "))
     assert states["extract"] == states["load"] == "success" and states["validate_raw"] == "failed", reported
     assert states["publish"] == "upstream_failed"
