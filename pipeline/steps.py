@@ -190,14 +190,28 @@ def transform(
         ensure_quality_schema(con)
     finally:
         con.close()
+    _ensure_staging(settings, log)  # usually a no-op: the raw gate built them tonight if anything changed
 
     return build(
         Path(settings.warehouse),
-        dbt_vars={"clinic_timezone": settings.clinic_tz, **(dbt_vars or {})},
+        dbt_vars={**_staging_vars(settings), **(dbt_vars or {})},
         log=log,
         full_refresh=full_refresh,
         unit_tests=unit_tests,
+        staging_current=not full_refresh,
     )
+
+
+def _staging_vars(settings: Settings) -> dict:
+    return {"clinic_timezone": settings.clinic_tz}
+
+
+def _ensure_staging(settings: Settings, log: Log) -> None:
+    """The seeds and staging views, built by dbt if missing or out of date (the one FHIR parser)."""
+    from expectations.reference import staging_files
+    from pipeline.transform import ensure_staging
+
+    ensure_staging(Path(settings.warehouse), _staging_vars(settings), staging_files(), log=log)
 
 
 class QualityGateError(RuntimeError):
@@ -211,12 +225,10 @@ def quality_docs_dir(settings: Settings) -> Path:
 def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, full: bool = False):
     from expectations import scope as raw_scope
     from expectations.gate import run_suite
-    from expectations.reference import staging_files
     from expectations.store import ensure_quality_schema
     from expectations.suites import mart_checks, mart_frames, raw_checks, raw_frames, raw_suite_files
     from ingestion.warehouse import connect, ensure_raw_schema
     from pipeline.publish import BUILD_SCHEMA
-    from pipeline.transform import ensure_staging
 
     con = connect(settings.warehouse)
     try:
@@ -224,7 +236,7 @@ def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, ful
             ensure_raw_schema(con)
             ensure_quality_schema(con)
             con.close()  # dbt needs the file to itself
-            ensure_staging(Path(settings.warehouse), {"clinic_timezone": settings.clinic_tz}, staging_files(), log=log)
+            _ensure_staging(settings, log)
             con = connect(settings.warehouse)
             fingerprint = raw_scope.checks_fingerprint(raw_suite_files())
             scope = raw_scope.plan(con, fingerprint, force_full=full)
