@@ -291,7 +291,10 @@ def publish(settings: Settings, log: Log = print) -> list[str]:
     from ingestion.warehouse import connect
     from pipeline.analytics import publish_analytics
     from pipeline.publish import publish as publish_marts
+    from pipeline.transform import PUBLISHED_NODES, build
 
+    # the night's health (both gates' verdicts, the quarantine) as marts beside the ones being published
+    build(Path(settings.warehouse), _staging_vars(settings), select=PUBLISHED_NODES, log=log, quiet=True)
     con = connect(settings.warehouse)
     try:
         tables = publish_marts(con)

@@ -101,8 +101,10 @@ def build(
     seeds and staging views are known to be current (`ensure_staging`), so they are not rebuilt -- their data
     tests still run (tests are then selected for themselves, not through the models they test)."""
     args = ["build"] + (["--select", *select.split()] if select else []) + (["--full-refresh"] if full_refresh else [])
-    if staging_current:
-        args += ["--exclude", *STAGING_NODES.split(), "--indirect-selection", "empty"]
+    if not select:  # the published health marts are built by the publish step, after the gates
+        args += ["--exclude", PUBLISHED_NODES, *(STAGING_NODES.split() if staging_current else [])]
+        if staging_current:
+            args += ["--indirect-selection", "empty"]
     if not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
     if not data_tests:
@@ -128,6 +130,7 @@ def build(
 
 STAGING_SELECTION = "resource_type:seed path:models/staging"
 STAGING_NODES = "resource_type:seed path:models/staging,resource_type:model"  # the same, without their tests
+PUBLISHED_NODES = "path:models/published"
 
 
 def ensure_staging(warehouse: Path, dbt_vars: dict, files: list[str], log: Callable[[str], None] = print) -> bool:
