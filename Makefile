@@ -19,7 +19,19 @@ $(BIN)/outcomes: pyproject.toml uv.lock
 	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
-bootstrap: $(BIN)/outcomes  ## install the locked environment
+DOCS_ASSETS := expectations/data_docs_assets
+
+# The CSS, JS and fonts GX Data Docs load from CDNs, from npm (package-lock.json), served beside the docs.
+$(DOCS_ASSETS)/node_modules/.package-lock.json: $(DOCS_ASSETS)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo ">> installing nodejs and npm (Data Docs assets)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } \
+	  || true
+	@if command -v npm >/dev/null 2>&1; then \
+	  echo ">> installing the Data Docs assets from npm ($(DOCS_ASSETS))"; \
+	  cd $(DOCS_ASSETS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch node_modules/.package-lock.json; \
+	else echo "!! no npm: the quality pages (GX Data Docs) will load their CSS and JS from CDNs"; fi
+
+bootstrap: $(BIN)/outcomes $(DOCS_ASSETS)/node_modules/.package-lock.json  ## install the locked environment
 
 chromium:  ## install Debian's chromium (browser tests, PNG export) if missing
 	@command -v chromium >/dev/null 2>&1 || { echo ">> installing chromium"; \
@@ -33,7 +45,7 @@ TEST_WORKERS ?= auto
 test: bootstrap chromium  ## the whole suite, on every core: the unit tier (tests/unit) and the integration tier
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
-test-fast: bootstrap  ## the unit tier only (seconds): rules, settings, parsing, suppression
+test-fast: $(BIN)/outcomes  ## the unit tier only (seconds): rules, settings, parsing, suppression
 	$(BIN)/pytest -q tests/unit
 
 lint: bootstrap  ## ruff lint + format check

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from expectations.offline_docs import AssetsMissing, make_offline
 from expectations.scope import SCOPE_TABLE, RawScope
 from expectations.store import QUARANTINE_TABLE, ensure_quality_schema
 from expectations.suites import CRITICAL, QUARANTINE, Check, Frame
@@ -289,6 +290,10 @@ def run_suite(
     if docs_dir is not None:
         t0 = time.perf_counter()
         context.build_data_docs()
+        try:
+            make_offline(docs_dir)
+        except AssetsMissing as e:
+            log(f"  note: {e}")
         result.docs_index = str(_write_index(docs_dir))
         log(f"  Data Docs: {suite_docs}/index.html ({time.perf_counter() - t0:.1f}s)")
     return result

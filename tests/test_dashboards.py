@@ -4,55 +4,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
+from browser import dom, render
 from conftest import outcomes
 
 from ehr_simulator.generate import generate
 from ehr_simulator.params import GeneratorConfig
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "chromium is required for the browser tests (make test installs Debian's chromium)"
-    return path
-
-
-def render(page: Path, *extra: str) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [
-                chromium(),
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=8000",
-                *extra,
-                page.resolve().as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-
-def dom(page: Path) -> str:
-    proc = render(page, "--dump-dom")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
 
 
 def js_errors(html: str) -> str:

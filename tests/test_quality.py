@@ -8,11 +8,13 @@ import hashlib
 import duckdb
 import orjson
 import pytest
+from browser import NO_NETWORK, dom
 from conftest import outcomes
 
 from dashboards.status import read_status
 from ehr_simulator.generate import generate
 from ehr_simulator.params import GeneratorConfig, MessRates
+from expectations.offline_docs import remote_loads
 from pipeline import steps
 from pipeline.settings import Settings
 from pipeline.steps import QualityGateError
@@ -120,6 +122,19 @@ def test_results_are_queryable_and_data_docs_build(defective_refresh):
     assert 'href="raw/index.html"' in index.read_text() and 'href="marts/index.html"' in index.read_text()
     raw_pages = list((wh.parent / "quality_docs" / "raw" / "validations").rglob("*.html"))
     assert any("observations" in p.name for p in raw_pages)
+
+
+def test_data_docs_work_offline(defective_refresh):
+    """GX's pages load jQuery, Bootstrap, bootstrap-table, Vega and Font Awesome from CDNs; ours from copies
+    beside them: no page fetches anything from another host, and with every host name unresolvable a
+    validation page still runs its scripts (bootstrap-table lays out its tables)."""
+    _, wh, _ = defective_refresh
+    docs = wh.parent / "quality_docs"
+    pages = [p for p in docs.rglob("*.html") if "assets" not in p.relative_to(docs).parts]
+    assert len(pages) > 5
+    assert {p.name: remote_loads(p.read_text()) for p in pages if remote_loads(p.read_text())} == {}
+    page = next(p for p in (docs / "raw" / "validations").rglob("*.html") if "observations" in p.name)
+    assert 'class="bootstrap-table' in dom(page, NO_NETWORK)
 
 
 def _marts_fingerprint(wh) -> dict[str, str]:
