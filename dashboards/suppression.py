@@ -4,6 +4,7 @@ from __future__ import annotations
 
 MIN_CELL = 11
 SUPPRESSED = "<11"
+NEAR_MIN = "11–14"
 
 
 def count_label(n: int | None) -> str:
@@ -27,11 +28,14 @@ def curve_visible(patients: int | None) -> bool:
 
 def rounded_label(n: int | None) -> str:
     """Counts whose differences would be shown (numbers at risk): 1-10 as '<11', others to the nearest 10,
-    so that subtracting two of them cannot reveal a count from 1 to 10 exactly."""
+    so that subtracting two of them cannot reveal a count from 1 to 10 exactly -- except 11-14, which the
+    nearest 10 would show as '~10', a number the rule forbids showing: they read '11–14'."""
     if n is None:
         return "–"
     if n == 0:
         return "0"
     if n < MIN_CELL:
         return SUPPRESSED
+    if n < 15:
+        return NEAR_MIN
     return f"~{int(round(n / 10.0)) * 10:,}"

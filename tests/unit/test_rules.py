@@ -172,3 +172,5 @@ def test_suppression_rules():
     assert [count_label(n) for n in (0, 1, 10, 11, 250)] == ["0", "<11", "<11", "11", "250"]
     assert rate_visible(30, 60) and not rate_visible(5, 60) and not rate_visible(55, 60) and not rate_visible(5, 9)
     assert rounded_label(24) == "~20" and rounded_label(7) == "<11" and rounded_label(0) == "0"
+    # the nearest 10 of 11-14 would read "~10": a number from 1 to 10 on the page
+    assert [rounded_label(n) for n in (10, 11, 14, 15)] == ["<11", "11–14", "11–14", "~20"]
