@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PATIENTS ?= 300
 SEED ?= 42
 
-.PHONY: demo test test-fast lint format bootstrap chromium bench docs docs-serve airflow clean help
+.PHONY: demo test test-fast lint format bootstrap chromium bench docs docs-serve airflow clean help screenshots
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -67,6 +67,10 @@ docs: bootstrap  ## build the dbt docs site (catalogue of every model and column
 	cd dbt_project && OUTCOMES_WAREHOUSE=$(CURDIR)/data/warehouse.duckdb DBT_PROFILES_DIR=. ../$(BIN)/dbt docs generate \
 	  --quiet --vars '{document_published: true}'
 	@echo "dbt docs: $(CURDIR)/dbt_project/target/index.html (serve with: make docs-serve)"
+
+screenshots: bootstrap chromium  ## redraw docs/img/*.png (the README's page images) from data/dashboards, 1400 px wide
+	@test -f data/dashboards/relapse.html || $(MAKE) demo
+	$(BIN)/python docs/screenshots.py data/dashboards docs/img
 
 DOCS_PORT ?= 8580
 docs-serve: docs  ## serve the dbt docs on 127.0.0.1:$(DOCS_PORT) (not 8080: that is Airflow's)

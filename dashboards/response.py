@@ -136,7 +136,8 @@ def response_page(marts: dict, data_as_of: str) -> str:
     fig.update_yaxes(tickformat=".0%", range=[0, 1], gridcolor="#e5e5e5", title_text="Courses (evaluable)", col=1)
     fig.update_yaxes(tickformat=".0%", range=[0, 1], gridcolor="#e5e5e5", col=2)
 
-    # --- response by week: one scale at a time; a line stops at its first week too small to show -------------
+    # --- response by week: one scale at a time; a line runs from its first week that can be shown to the next
+    # one that cannot
     weekly_fig = go.Figure()
     owner: list[str] = []
     weekly_options = []
@@ -150,7 +151,9 @@ def response_page(marts: dict, data_as_of: str) -> str:
             xs, ys, texts = [], [], []
             for r in w.iter_rows(named=True):
                 if not rate_visible(r["n_responders"], r["n_assessed"]):
-                    break
+                    if xs:
+                        break
+                    continue  # the first weeks, when only a few have responded, must not hide the whole line
                 lo, hi = wilson_interval(r["n_responders"], r["n_assessed"])
                 xs.append(r["week"])
                 ys.append(r["response_rate"])
@@ -333,8 +336,8 @@ def response_page(marts: dict, data_as_of: str) -> str:
         + '<p class="meta">Kappa: agreement beyond chance on who responded (1 = perfect, 0 = chance). '
         "Self-rated scales often improve where clinician-rated ones do not, and the reverse.</p>"
         + figure_html(weekly_fig, "response-by-week")
-        + '<p class="meta">Week 0 is the baseline and has no response. A line stops at the first week with too '
-        "few courses to show a rate without revealing a count from 1 to 10.</p>"
+        + '<p class="meta">Week 0 is the baseline and has no response. A line starts at the first week whose rate '
+        "can be shown without revealing a count from 1 to 10 and stops at the next week whose rate cannot.</p>"
         + figure_html(traj_fig, "score-trajectories")
     )
     return page(

@@ -141,7 +141,7 @@ def _weekly_marts() -> dict:
     }
 
 
-def test_weekly_lines_skip_the_baseline_week_and_stop_at_the_first_week_withheld():
+def test_weekly_lines_skip_the_baseline_week_and_stop_at_the_first_week_withheld_after_they_start():
     page = response_page(_weekly_marts(), "1 Oct 2026")
     figure = re.search(r'Plotly\.newPlot\(\s*"response-by-week",\s*(\[.*?\]),\s*\{', page, re.S)
     assert figure, "the weekly figure is missing"
@@ -150,6 +150,19 @@ def test_weekly_lines_skip_the_baseline_week_and_stop_at_the_first_week_withheld
     # and the 50% of week 4 are not drawn as isolated points after the gap
     assert [t["x"] for t in traces] == [[1]]
     assert traces[0]["customdata"] == ["30% (95% CI 18%–45%), 40 assessed"]
+
+
+def test_a_weekly_line_starts_at_its_first_week_that_can_be_shown():
+    """Few respond in the first weeks: a week 1 with 4 responders is withheld, and the line starts at week 2
+    (it used to stop before it began, so the protocol vanished from the figure)."""
+    marts = _weekly_marts()
+    marts["rpt_outcome_rates_by_week"] = marts["rpt_outcome_rates_by_week"].with_columns(
+        n_responders=pl.Series([0, 4, 12, 15, 5]), response_rate=pl.Series([0.0, 0.1, 0.4, 0.75, 0.125])
+    )
+    page = response_page(marts, "1 Oct 2026")
+    traces = json.loads(re.search(r'Plotly\.newPlot\(\s*"response-by-week",\s*(\[.*?\]),\s*\{', page, re.S).group(1))
+    # week 1: 4 of 40 (withheld, skipped); weeks 2-3: 12 of 30, 15 of 20 (complement 5: withheld -> stop)
+    assert [t["x"] for t in traces] == [[2]]
 
 
 def test_wilson_interval_matches_a_hand_computed_value():
