@@ -81,14 +81,14 @@ def make_offline(docs_root: Path, node_modules: Path = NODE_MODULES) -> int:
             "(npm ci in expectations/data_docs_assets); until then the quality pages load them from CDNs"
         )
     assets = docs_root / "assets"
-    for path in CDN_FILES.values():
+    files = list(CDN_FILES.values())
+    for folder in COMPANION_DIRS:
+        files += [str(p.relative_to(node_modules)) for p in sorted((node_modules / folder).rglob("*")) if p.is_file()]
+    for path in files:
         target = assets / path
-        if not target.is_file():
+        if not target.is_file():  # copied without the package's modes: the docs folder's (the umask's) apply
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(node_modules / path, target)
-    for folder in COMPANION_DIRS:
-        if not (assets / folder).is_dir():
-            shutil.copytree(node_modules / folder, assets / folder)
     rewritten = 0
     for page in docs_root.rglob("*.html"):
         if assets in page.parents:
