@@ -70,7 +70,8 @@ def _pct(x: float | None) -> str:
 def _delta(x: float | None, base: float | None, scale: float = 100.0, unit: str = " pt") -> str:
     if x is None or base is None or abs(x - base) < 1e-12:
         return ""
-    return f" ({(x - base) * scale:+.1f}{unit})"
+    digits = 0 if unit in ("", " d") else 1
+    return f" ({(x - base) * scale:+.{digits}f}{unit})"
 
 
 def main() -> None:
