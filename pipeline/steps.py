@@ -225,8 +225,9 @@ def quality_docs_dir(settings: Settings) -> Path:
 def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, full: bool = False):
     from expectations import scope as raw_scope
     from expectations.gate import run_suite
+    from expectations.mart_suite import mart_checks, mart_frames
+    from expectations.raw_suite import raw_checks, raw_frames, raw_suite_files
     from expectations.store import ensure_quality_schema
-    from expectations.suites import mart_checks, mart_frames, raw_checks, raw_frames, raw_suite_files
     from ingestion.warehouse import connect, ensure_raw_schema
     from pipeline.publish import BUILD_SCHEMA
 
