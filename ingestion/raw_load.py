@@ -19,8 +19,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import orjson
-
 from ingestion.classify import (
     CLASSIFY_SQL,
     CONFLICT_REASON,
@@ -33,6 +31,7 @@ from ingestion.classify import (
 from ingestion.line_reader import as_arrow, bundle_batches, ndjson_batches, read_ahead
 from ingestion.load_log import record_failure, start_load, transaction, write_log
 from ingestion.load_plan import InputFile, LoadPlan, plan_from_directory, plan_from_landing
+from ingestion.manifest_extras import load_deletions, read_export_errors
 from ingestion.warehouse import (
     KNOWN_TYPES,
     RESOURCE_TYPE_PATTERN,
@@ -153,9 +152,11 @@ class Loader:
         for f in plan.files:
             if f.kind == "deleted":
                 with transaction(self.con):
-                    self._load_deletions(f, plan, params, result)
+                    for rtype, tombstones in load_deletions(self.con, f, plan, params, self._table).items():
+                        self._counts(result, rtype)["tombstones"] += tombstones
+                        result.tombstones += tombstones
             elif f.kind == "errors":
-                export_errors += self._read_errors(f, plan)
+                export_errors += read_export_errors(f, plan)
         result.export_errors = len(export_errors)
         for rtype, c in result.counts.items():
             if c["read"] != c["loaded"] + c["duplicate"] + c["quarantined"]:
@@ -389,59 +390,6 @@ class Loader:
         rows = fresh - fresh % self.row_group_rows
         last_row = cur.execute(f"SELECT line_number FROM fresh ORDER BY line_number LIMIT 1 OFFSET {rows - 1}")
         return last_row.fetchall()[0][0]
-
-    def _load_deletions(self, f: InputFile, plan: LoadPlan, params: dict, result: LoadResult) -> None:
-        """deleted[] Bundles: each DELETE entry becomes a tombstone version dated at the transactionTime."""
-        rows: dict[str, list[tuple]] = {}
-        for n, raw in enumerate(f.path.read_bytes().splitlines(), 1):
-            try:
-                bundle = orjson.loads(raw)
-                for e in bundle.get("entry", []):
-                    req = e.get("request", {})
-                    if req.get("method") == "DELETE":
-                        rtype, rid = req["url"].strip("/").split("/")[-2:]
-                        table_stem(rtype)
-                        rows.setdefault(rtype, []).append((rid, n))
-            except (orjson.JSONDecodeError, ValueError, KeyError, AttributeError) as e:
-                self.con.execute(
-                    """INSERT INTO raw.quarantine_landed (load_id, resource_type, file, line_number, raw_text, reason,
-                           quarantined_at) VALUES (?, 'Bundle', ?, ?, ?, ?, ?)""",
-                    [
-                        plan.load_id,
-                        f.name,
-                        n,
-                        raw.decode("utf-8", "replace"),
-                        f"unreadable deleted[] entry: {e}",
-                        params["landed_at"],
-                    ],
-                )
-        for rtype, items in rows.items():
-            stem = self._table(rtype)
-            self.con.execute("CREATE OR REPLACE TEMP TABLE tomb (resource_id VARCHAR, line_number BIGINT)")
-            self.con.executemany("INSERT INTO tomb VALUES (?, ?)", items)
-            inserted = self.con.execute(
-                f"""
-                INSERT INTO raw.{stem}_versions_landed (resource_id, version_id, version_key, last_updated,
-                    last_updated_at, status, is_deleted, resource, source, load_id, load_seq, file, line_number,
-                    landed_at)
-                SELECT DISTINCT ON (resource_id) resource_id, NULL, 'deleted|' || $tt, $tt,
-                       try_cast($tt AS TIMESTAMPTZ), NULL, true, NULL, $source, $load_id, $load_seq, $file,
-                       line_number, $landed_at
-                FROM tomb t
-                WHERE NOT EXISTS (SELECT 1 FROM raw.{stem}_versions_landed v
-                                  WHERE v.resource_id = t.resource_id AND v.version_key = 'deleted|' || $tt)""",
-                {**params, "tt": plan.transaction_time, "file": f.name},
-            ).fetchall()
-            n = inserted[0][0] if inserted else 0
-            self._counts(result, rtype)["tombstones"] += n
-            result.tombstones += n
-
-    def _read_errors(self, f: InputFile, plan: LoadPlan) -> list[tuple]:
-        """The export's error[] files (OperationOutcomes, a few lines): stored with the final commit."""
-        lines = f.path.read_bytes().splitlines()
-        return [
-            (plan.load_id, f.name, n, raw.decode("utf-8", "replace")) for n, raw in enumerate(lines, 1) if raw.strip()
-        ]
 
 
 __all__ = ["Loader", "LoadResult", "LoadPlan", "InputFile", "plan_from_directory", "plan_from_landing"]
