@@ -52,7 +52,12 @@ def cohort_page(marts: dict, data_as_of: str, clinic_tz: str = "UTC") -> str:
     ]
     q_rows = [
         [r["stage"], r["reason"], count_label(r["records"])]
-        for r in (quarantine.iter_rows(named=True) if quarantine is not None else [])
+        for r in (
+            # by stage, the largest reasons first (a table holds no order of its own)
+            quarantine.sort(["stage", "records"], descending=[False, True]).iter_rows(named=True)
+            if quarantine is not None
+            else []
+        )
     ]
     body = (
         figure_html(fig, "cohort-courses")

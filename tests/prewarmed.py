@@ -2,8 +2,8 @@
 long-lived process per test worker imports the heavy libraries (Great Expectations, dbt, lifelines, polars, ...)
 once, then forks a child per command. The child runs the console script's own entry point with the command's
 arguments, environment and working directory, its stdout and stderr in files, and exits with the command's exit
-code -- what the test sees is what `subprocess.run` of the console script would give it, some 12 s sooner per
-command that imports GX and dbt. (Airflow itself is imported in the child: it reads AIRFLOW_HOME on import.)
+code -- what the test sees is what `subprocess.run` of the console script would give it, without paying the
+libraries' imports again for every command (the saving is in the commit message and README). (Airflow itself is imported in the child: it reads AIRFLOW_HOME on import.)
 
 Run as a script, this module is that long-lived process: it reads one JSON request per line on stdin and
 answers one JSON line on stdout when the child has exited.
