@@ -72,6 +72,24 @@ def test_marts_carry_no_identifying_data(clinic_warehouse):
     con.close()
 
 
+def test_mart_columns_have_the_types_an_analyst_expects(clinic_warehouse):
+    """Counts and days as integers (not HUGEINT or DECIMAL, which pandas reads as floats or objects), times as
+    TIMESTAMPTZ, never text."""
+    _, wh = clinic_warehouse
+    con = _con(wh)
+    columns = con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'marts'"
+    ).fetchall()
+    con.close()
+    assert len(columns) > 100
+    wide = [(t, c, d) for t, c, d in columns if d == "HUGEINT" or d.startswith("DECIMAL")]
+    assert not wide
+    times = [(t, c, d) for t, c, d in columns if c.endswith(("_at", "_as_of")) or c == "data_as_of"]
+    assert times and all(d == "TIMESTAMP WITH TIME ZONE" for _, _, d in times), times
+    counts = [(t, c, d) for t, c, d in columns if c.startswith("n_") or c in ("records", "course_number")]
+    assert counts and all(d in ("INTEGER", "BIGINT") for _, _, d in counts), counts
+
+
 def test_relapse_free_survival_matches_lifelines(clinic_warehouse):
     from lifelines import KaplanMeierFitter
 

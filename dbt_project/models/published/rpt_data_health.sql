@@ -18,7 +18,7 @@ select
     committed_loads.last_load_at,
     (select success from latest_gate where suite = 'raw' and recency = 1) as raw_gate_passed,
     (select success from latest_gate where suite = 'marts' and recency = 1) as marts_gate_passed,
-    (select sum(warnings) from latest_gate where recency = 1) as warnings,
+    (select sum(warnings)::bigint from latest_gate where recency = 1) as warnings,
     (select count(*) from {{ source('quality', 'quarantined_records') }}) as quarantined_by_gate,
     (select count(*) from {{ source('fhir', 'quarantine') }}) as quarantined_at_load
 from committed_loads
