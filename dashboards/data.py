@@ -7,6 +7,8 @@ from pathlib import Path
 MARTS = (
     "rpt_relapse_free_survival",
     "rpt_protocol_summary",
+    "rpt_relapse_free_survival_by_cohort",
+    "rpt_protocol_summary_by_cohort",
     "rpt_outcome_rates_by_week",
     "rpt_rater_concordance",
     "rpt_score_trajectories",

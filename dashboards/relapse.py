@@ -5,17 +5,42 @@ from __future__ import annotations
 
 import html
 
-from dashboards.display import display_from
+from dashboards.cohorts import Cohort, cohorts_of, filtered_sections, sliced
+from dashboards.display import Display, display_from
 from dashboards.page import figure_html, p_value_text, page, summary_row, table_html
 from dashboards.suppression import MIN_CELL, curve_visible, rounded_label
 
+BY_COHORT = {
+    "rpt_relapse_free_survival": "rpt_relapse_free_survival_by_cohort",
+    "rpt_protocol_summary": "rpt_protocol_summary_by_cohort",
+}
+
 
 def relapse_page(marts: dict, data_as_of: str) -> str:
+    d = display_from(marts)
+
+    def render(cohort: Cohort) -> tuple[str, bool]:
+        return _cohort_section(sliced(marts, cohort, BY_COHORT), d, cohort.suffix)
+
+    body = filtered_sections(
+        cohorts_of(marts, "rpt_protocol_summary_by_cohort"), render, "relapse-cohort", "Curves, medians and tests"
+    )
+    return page(
+        "Relapse",
+        data_as_of,
+        body,
+        "Relapse among responders: a single-visit threshold, two consecutive losses of response, a booster "
+        "after the endpoint or a new course, counted from the last induction infusion; 95% bands on the "
+        "log(−log) scale, the median's interval where those bands cross 50%.",
+    )
+
+
+def _cohort_section(marts: dict, d: Display, suffix: str) -> tuple[str, bool]:
+    """One cohort's curves, medians and log-rank tests, and whether any curve of it can be shown."""
     import polars as pl
 
     from dashboards.km import Panel, Series, km_figure, median_cells
 
-    d = display_from(marts)
     km, summary = marts["rpt_relapse_free_survival"], marts["rpt_protocol_summary"]
     present = set(km["instrument"].to_list()) if km is not None else set()
     instruments = [i for i in d.instruments if i in present]
@@ -99,7 +124,7 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
                     f"Log-rank p vs {d.label(d.reference)}",
                 ],
                 rows,
-                f"median-{inst}",
+                f"median-{inst}{suffix}",
             )
             + "".join(f'<p class="note withheld">{html.escape(n)}</p>' for n in notes)
             + "</div>"
@@ -110,23 +135,21 @@ def relapse_page(marts: dict, data_as_of: str) -> str:
         "risk, and a median or interval bound beyond that point is not printed (&gt; the last day shown). "
         "Ticks on a curve mark censored courses; NR: not reached.</p>"
     )
-    switcher = """<script>(function(){var f=document.getElementById('relapse-km');if(!f||!f.on)return;
-f.on('plotly_buttonclicked',function(e){var i=e.button.label;document.querySelectorAll('.instrument-block')
-.forEach(function(b){b.style.display=(b.dataset.instrument===i)?'block':'none';});});})();</script>"""
+    # the instrument menu of the figure also switches the table below it (this cohort's only)
+    switcher = f"""<script>(function(){{var f=document.getElementById('relapse-km{suffix}');if(!f||!f.on)return;
+f.on('plotly_buttonclicked',function(e){{var i=e.button.label;
+document.querySelectorAll('#relapse-tables{suffix} .instrument-block')
+.forEach(function(b){{b.style.display=(b.dataset.instrument===i)?'block':'none';}});}});}})();</script>"""
     body = (
-        figure_html(fig, "relapse-km")
+        figure_html(fig, f"relapse-km{suffix}")
         + "<h2>Median relapse-free days and log-rank test</h2>"
         + rounding
+        + f'<div id="relapse-tables{suffix}">'
         + "".join(sections)
+        + "</div>"
         + switcher
         + "<h2>Clinician-rated and self-rated, one protocol</h2>"
-        + figure_html(raters_fig, "relapse-raters")
+        + figure_html(raters_fig, f"relapse-raters{suffix}")
     )
-    return page(
-        "Relapse",
-        data_as_of,
-        body,
-        "Relapse among responders: a single-visit threshold, two consecutive losses of response, a booster "
-        "after the endpoint or a new course, counted from the last induction infusion; 95% bands on the "
-        "log(−log) scale, the median's interval where those bands cross 50%.",
-    )
+    showable = summary is not None and any(curve_visible(n) for n in summary["n_responders"].to_list())
+    return body, showable

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import math
 
-from dashboards.display import display_from
+from dashboards.cohorts import Cohort, cohorts_of, filtered_sections, sliced
+from dashboards.display import Display, display_from
 from dashboards.page import figure_html, page, summary_row, table_html
 from dashboards.suppression import MIN_CELL, count_label, rate_visible
+
+BY_COHORT = {"rpt_protocol_summary": "rpt_protocol_summary_by_cohort"}
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -52,89 +55,18 @@ def add_selector(fig, owner: list[str], options: list[tuple[str, str, dict]]) ->
 def response_page(marts: dict, data_as_of: str) -> str:
     import plotly.graph_objects as go
     import polars as pl
-    from plotly.subplots import make_subplots
 
     d = display_from(marts)
-    summary, weekly, traj = (
-        marts["rpt_protocol_summary"],
-        marts["rpt_outcome_rates_by_week"],
-        marts["rpt_score_trajectories"],
-    )
+    weekly, traj = marts["rpt_outcome_rates_by_week"], marts["rpt_score_trajectories"]
     dims = marts.get("dim_instruments")
     thresholds = {r["instrument"]: r for r in dims.iter_rows(named=True)} if dims is not None else {}
-    in_summary = set(summary["instrument"].to_list()) if summary is not None else set()
-    instruments = [i for i in d.instruments if i in in_summary]
 
-    # --- response and remission per scale, one colour per protocol; self-rated bars hatched -----------------
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Response", "Remission"), horizontal_spacing=0.08)
-    rows = []
-    for protocol in d.protocols:
-        xs, resp, remit, resp_err, remit_err, resp_text, remit_text, patterns = [], [], [], [], [], [], [], []
-        for inst in instruments:
-            r = summary_row(summary, protocol, inst)
-            if r is None:
-                continue
-            n = r["n_evaluable"]
-            xs.append(d.label(inst))
-            patterns.append("/" if d.raters.get(inst) == "self" else "")
-            for k_col, values, errors, texts in (
-                ("n_responders", resp, resp_err, resp_text),
-                ("n_remitters", remit, remit_err, remit_text),
-            ):
-                count = r[k_col]
-                known = k_col == "n_responders" or r["remission_rate"] is not None
-                if known and rate_visible(count, n):
-                    lo, hi = wilson_interval(count, n)
-                    values.append(count / n)
-                    errors.append((count / n - lo, hi - count / n))
-                    texts.append(f"{count / n:.0%} (95% CI {lo:.0%}–{hi:.0%}), {count_label(n)} evaluable")
-                else:
-                    values.append(None)
-                    errors.append((0, 0))
-                    texts.append("withheld" if known else "no remission threshold")
-            rows.append(
-                [
-                    d.label(protocol),
-                    d.label(inst),
-                    count_label(n),
-                    rate_cell(r["n_responders"], n),
-                    rate_cell(r["n_remitters"], n) if r["remission_rate"] is not None else "n/a",
-                    rate_cell(r["n_worse"], n),
-                    count_label(r["n_provisional"]),
-                ]
-            )
-        for col, values, errors, texts in ((1, resp, resp_err, resp_text), (2, remit, remit_err, remit_text)):
-            fig.add_trace(
-                go.Bar(
-                    x=xs,
-                    y=values,
-                    name=d.label(protocol),
-                    legendgroup=protocol,
-                    showlegend=col == 1,
-                    marker={"color": d.colour(protocol), "pattern": {"shape": patterns, "fgcolor": "white"}},
-                    error_y={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": [e[1] for e in errors],
-                        "arrayminus": [e[0] for e in errors],
-                        "color": "#444",
-                        "thickness": 1,
-                    },
-                    customdata=texts,
-                    hovertemplate="%{x}<br>%{customdata}<extra>" + d.label(protocol) + "</extra>",
-                ),
-                row=1,
-                col=col,
-            )
-    fig.update_layout(
-        barmode="group",
-        height=470,
-        title="Response and remission at the endpoint, per scale (hatched: self-rated); bars show 95% intervals",
-        legend={"orientation": "h", "y": -0.25},
-        plot_bgcolor="white",
+    def render(cohort: Cohort) -> tuple[str, bool]:
+        return _rates_section(sliced(marts, cohort, BY_COHORT)["rpt_protocol_summary"], d, cohort.suffix)
+
+    rates = filtered_sections(
+        cohorts_of(marts, "rpt_protocol_summary_by_cohort"), render, "response-cohort", "Rates at the endpoint"
     )
-    fig.update_yaxes(tickformat=".0%", range=[0, 1], gridcolor="#e5e5e5", title_text="Courses (evaluable)", col=1)
-    fig.update_yaxes(tickformat=".0%", range=[0, 1], gridcolor="#e5e5e5", col=2)
 
     # --- response by week: one scale at a time; a line runs from its first week that can be shown to the next
     # one that cannot
@@ -311,14 +243,7 @@ def response_page(marts: dict, data_as_of: str) -> str:
     c_rows.sort(key=lambda x: x[0])
 
     body = (
-        figure_html(fig, "response-rates")
-        + table_html(
-            ["Protocol", "Scale", "Evaluable", "Response (95% CI)", "Remission (95% CI)", "Worse", "Still open"],
-            rows,
-            "rates-table",
-        )
-        + '<p class="meta">Evaluable courses have a baseline and an endpoint and were final at the data cut-off; '
-        "courses still open (in induction or awaiting their endpoint) are counted apart and not in any rate.</p>"
+        rates
         + "<h2>Do the clinician and the patient agree?</h2>"
         + table_html(
             [
@@ -334,7 +259,8 @@ def response_page(marts: dict, data_as_of: str) -> str:
             "concordance-table",
         )
         + '<p class="meta">Kappa: agreement beyond chance on who responded (1 = perfect, 0 = chance). '
-        "Self-rated scales often improve where clinician-rated ones do not, and the reverse.</p>"
+        "Self-rated scales often improve where clinician-rated ones do not, and the reverse. This table and the "
+        "figures below are for all courses.</p>"
         + figure_html(weekly_fig, "response-by-week")
         + '<p class="meta">Week 0 is the baseline and has no response. A line starts at the first week whose rate '
         "can be shown without revealing a count from 1 to 10 and stops at the next week whose rate cannot.</p>"
@@ -347,3 +273,97 @@ def response_page(marts: dict, data_as_of: str) -> str:
         "Response: ≥50% drop from baseline (PCL-5 ≥10 points; CAPS-5 ≥30%) at the endpoint; remission: "
         "at or below the instrument's threshold.",
     )
+
+
+def _rates_section(summary, d: Display, suffix: str) -> tuple[str, bool]:
+    """Response and remission per scale and protocol with Wilson intervals (figure and table) for one cohort, and
+    whether any rate of it can be shown."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    in_summary = set(summary["instrument"].to_list()) if summary is not None else set()
+    instruments = [i for i in d.instruments if i in in_summary]
+    # --- response and remission per scale, one colour per protocol; self-rated bars hatched -----------------
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Response", "Remission"), horizontal_spacing=0.08)
+    rows = []
+    for protocol in d.protocols:
+        xs, resp, remit, resp_err, remit_err, resp_text, remit_text, patterns = [], [], [], [], [], [], [], []
+        for inst in instruments:
+            r = summary_row(summary, protocol, inst)
+            if r is None:
+                continue
+            n = r["n_evaluable"]
+            xs.append(d.label(inst))
+            patterns.append("/" if d.raters.get(inst) == "self" else "")
+            for k_col, values, errors, texts in (
+                ("n_responders", resp, resp_err, resp_text),
+                ("n_remitters", remit, remit_err, remit_text),
+            ):
+                count = r[k_col]
+                known = k_col == "n_responders" or r["remission_rate"] is not None
+                if known and rate_visible(count, n):
+                    lo, hi = wilson_interval(count, n)
+                    values.append(count / n)
+                    errors.append((count / n - lo, hi - count / n))
+                    texts.append(f"{count / n:.0%} (95% CI {lo:.0%}–{hi:.0%}), {count_label(n)} evaluable")
+                else:
+                    values.append(None)
+                    errors.append((0, 0))
+                    texts.append("withheld" if known else "no remission threshold")
+            rows.append(
+                [
+                    d.label(protocol),
+                    d.label(inst),
+                    count_label(n),
+                    rate_cell(r["n_responders"], n),
+                    rate_cell(r["n_remitters"], n) if r["remission_rate"] is not None else "n/a",
+                    rate_cell(r["n_worse"], n),
+                    count_label(r["n_provisional"]),
+                ]
+            )
+        for col, values, errors, texts in ((1, resp, resp_err, resp_text), (2, remit, remit_err, remit_text)):
+            fig.add_trace(
+                go.Bar(
+                    x=xs,
+                    y=values,
+                    name=d.label(protocol),
+                    legendgroup=protocol,
+                    showlegend=col == 1,
+                    marker={"color": d.colour(protocol), "pattern": {"shape": patterns, "fgcolor": "white"}},
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [e[1] for e in errors],
+                        "arrayminus": [e[0] for e in errors],
+                        "color": "#444",
+                        "thickness": 1,
+                    },
+                    customdata=texts,
+                    hovertemplate="%{x}<br>%{customdata}<extra>" + d.label(protocol) + "</extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_layout(
+        barmode="group",
+        height=470,
+        title="Response and remission at the endpoint, per scale (hatched: self-rated); bars show 95% intervals",
+        legend={"orientation": "h", "y": -0.25},
+        plot_bgcolor="white",
+    )
+    fig.update_yaxes(tickformat=".0%", range=[0, 1], gridcolor="#e5e5e5", title_text="Courses (evaluable)", col=1)
+    fig.update_yaxes(tickformat=".0%", range=[0, 1], gridcolor="#e5e5e5", col=2)
+
+    body = (
+        figure_html(fig, f"response-rates{suffix}")
+        + table_html(
+            ["Protocol", "Scale", "Evaluable", "Response (95% CI)", "Remission (95% CI)", "Worse", "Still open"],
+            rows,
+            f"rates-table{suffix}",
+        )
+        + '<p class="meta">Evaluable courses have a baseline and an endpoint and were final at the data cut-off; '
+        "courses still open (in induction or awaiting their endpoint) are counted apart and not in any rate.</p>"
+    )
+    pairs = summary.select("n_responders", "n_evaluable").rows() if summary is not None else []
+    showable = any(rate_visible(k, n) for k, n in pairs)
+    return body, showable

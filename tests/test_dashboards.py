@@ -120,3 +120,59 @@ def test_labels_order_colours_and_reference_come_from_the_dim_marts(clinic_wareh
     assert "#123456" in pages["relapse.html"] and "#123456" in pages["response.html"]
     assert "Montgomery-Asberg" in pages["relapse.html"] and "Montgomery-Asberg" in pages["response.html"]
     assert "Log-rank p vs Ketamine alone" in pages["relapse.html"]
+
+
+CHOOSE_COHORT = """<script>window.addEventListener('load', function () {
+  var s = document.getElementById('%(select)s');
+  s.value = '%(cohort)s';
+  s.dispatchEvent(new Event('change'));
+  setTimeout(measure, 1000);  // Plotly.Plots.resize settles asynchronously
+});
+function measure() {
+  var shown = [], width = {};
+  document.querySelectorAll('.cohort-section').forEach(function (d) {
+    if (d.getBoundingClientRect().left >= 0 && getComputedStyle(d).visibility === 'visible') {
+      shown.push(d.dataset.cohort);
+    }
+  });
+  ['%(figure)s', '%(figure)s-%(suffix)s'].forEach(function (id) {
+    var g = document.getElementById(id);
+    width[id] = {width: g._fullLayout.width, y: g.data.map(function (t) { return t.y; })};
+  });
+  var out = document.createElement('pre');
+  out.id = 'filter-result';
+  var box = document.getElementById('%(select)s-sections').clientWidth;
+  out.textContent = JSON.stringify({shown: shown, figures: width, box: box});
+  document.body.appendChild(out);
+}</script></body>"""
+
+
+@pytest.mark.parametrize(
+    "page,select,figure",
+    [("relapse.html", "relapse-cohort", "relapse-km"), ("response.html", "response-cohort", "response-rates")],
+)
+def test_the_cohort_filter_shows_the_chosen_courses_figures(clinic_warehouse, tmp_path, page, select, figure):
+    import json
+
+    _, wh = clinic_warehouse
+    pages = tmp_path / "dashboards"
+    shutil.copytree(wh.parent / "dashboards", pages)
+    text = (pages / page).read_text()
+    offered = re.findall(r'<option value="([^"]+)"', text)
+    assert offered[0] == "all:all" and "diagnosis:ptsd" in offered
+    assert sum(o.startswith("start_quarter:") for o in offered) >= 3
+    chosen = pages / f"chosen-{page}"
+    chosen.write_text(
+        text.replace(
+            "</body>",
+            CHOOSE_COHORT
+            % {"select": select, "cohort": "diagnosis:ptsd", "figure": figure, "suffix": "diagnosis-ptsd"},
+        )
+    )
+    html = dom(chosen, "--window-size=1400,1800")
+    assert js_errors(html) == ""
+    result = json.loads(re.search(r'<pre id="filter-result">(.*?)</pre>', html, re.S).group(1).replace("&quot;", '"'))
+    assert result["shown"] == ["diagnosis:ptsd"]
+    whole, ptsd = result["figures"][figure], result["figures"][f"{figure}-diagnosis-ptsd"]
+    assert ptsd["y"] != whole["y"]  # another cohort, other curves or bars
+    assert ptsd["width"] == result["box"] > 1000  # as wide as the page, though laid out while not chosen

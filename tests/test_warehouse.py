@@ -90,19 +90,57 @@ def test_mart_columns_have_the_types_an_analyst_expects(clinic_warehouse):
     assert counts and all(d in ("INTEGER", "BIGINT") for _, _, d in counts), counts
 
 
-def test_relapse_free_survival_matches_lifelines(clinic_warehouse):
+def test_relapse_free_survival_matches_lifelines_in_every_cohort(clinic_warehouse):
     from lifelines import KaplanMeierFitter
+
+    from pipeline.settings import Settings
 
     _, wh = clinic_warehouse
     con = _con(wh)
-    durations = con.sql("""SELECT protocol, instrument, days_to_relapse_or_censor, relapsed
-                               FROM marts.fct_course_outcomes WHERE is_responder AND is_evaluable""").pl()
-    km = con.sql("SELECT * FROM marts.rpt_relapse_free_survival ORDER BY protocol, instrument, day").pl()
-    summary = con.sql("SELECT * FROM marts.rpt_protocol_summary").pl()
+    # the cohorts of the pages' filter, derived here from the marts themselves: every course, the quarter of
+    # the first infusion in clinic time, each diagnosis group of the patient
+    tz = Settings.from_env(warehouse=wh).clinic_tz
+    diagnoses = ("depression", "ptsd", "anxiety", "substance_use")
+    durations = con.sql(f"""
+        WITH responders AS (
+            SELECT o.protocol, o.instrument, o.days_to_relapse_or_censor, o.relapsed,
+                   timezone('{tz}', c.first_infusion_at) AS started, p.*
+            FROM marts.fct_course_outcomes AS o
+            JOIN marts.fct_treatment_courses AS c USING (course_id)
+            JOIN marts.dim_patients AS p ON p.patient_key = o.patient_key
+            WHERE o.is_responder AND o.is_evaluable
+        )
+        SELECT 'all' AS cohort_dimension, 'all' AS cohort, * FROM responders
+        UNION ALL BY NAME
+        SELECT 'start_quarter' AS cohort_dimension, year(started) || '-Q' || quarter(started) AS cohort, *
+            FROM responders
+        {" ".join(f"UNION ALL BY NAME SELECT 'diagnosis' AS cohort_dimension, '{g}' AS cohort, * FROM responders WHERE has_{g}" for g in diagnoses)}
+    """).pl()
+    km = con.sql("SELECT * FROM marts.rpt_relapse_free_survival_by_cohort ORDER BY ALL").pl()
+    summary = con.sql("SELECT * FROM marts.rpt_protocol_summary_by_cohort").pl()
+    # the whole clinic's marts are the "all" cohort of the by-cohort ones
+    for plain, by_cohort in (
+        ("rpt_relapse_free_survival", "rpt_relapse_free_survival_by_cohort"),
+        ("rpt_protocol_summary", "rpt_protocol_summary_by_cohort"),
+    ):
+        differ = con.sql(f"""
+            (SELECT * FROM marts.{plain} EXCEPT
+             SELECT * EXCLUDE (cohort_dimension, cohort, cohort_label) FROM marts.{by_cohort}
+             WHERE cohort_dimension = 'all')
+            UNION ALL
+            (SELECT * EXCLUDE (cohort_dimension, cohort, cohort_label) FROM marts.{by_cohort}
+             WHERE cohort_dimension = 'all' EXCEPT SELECT * FROM marts.{plain})""").fetchall()
+        assert not differ, plain
     con.close()
+    cohorts = set(durations.select("cohort_dimension", "cohort").unique().iter_rows())
+    assert cohorts == set(km.select("cohort_dimension", "cohort").unique().iter_rows())
+    assert {("diagnosis", "ptsd"), ("all", "all")} < cohorts and sum(d == "start_quarter" for d, _ in cohorts) >= 4
     checked = medians_checked = 0
-    for (protocol, instrument), group in durations.group_by(["protocol", "instrument"]):
-        mine = km.filter((pl.col("protocol") == protocol) & (pl.col("instrument") == instrument))
+    for (dimension, cohort, protocol, instrument), group in durations.group_by(
+        ["cohort_dimension", "cohort", "protocol", "instrument"]
+    ):
+        in_cohort = (pl.col("cohort_dimension") == dimension) & (pl.col("cohort") == cohort)
+        mine = km.filter(in_cohort & (pl.col("protocol") == protocol) & (pl.col("instrument") == instrument))
         assert mine["day"][0] == 0 and mine["survival"][0] == 1.0
         fitter = KaplanMeierFitter(alpha=0.05).fit(
             group["days_to_relapse_or_censor"].to_numpy(), group["relapsed"].to_numpy()
@@ -119,10 +157,13 @@ def test_relapse_free_survival_matches_lifelines(clinic_warehouse):
             return float(reached.index[0]) if len(reached) else None
 
         want = [first_at_or_below_half(sf), *(first_at_or_below_half(ci.iloc[:, k].fillna(0.0)) for k in (0, 1))]
-        got = summary.filter((pl.col("protocol") == protocol) & (pl.col("instrument") == instrument)).row(0, named=True)
+        got = summary.filter(in_cohort & (pl.col("protocol") == protocol) & (pl.col("instrument") == instrument)).row(
+            0, named=True
+        )
         columns = ("median_relapse_free_days", "median_ci_lower_days", "median_ci_upper_days")
         for value, column in zip(want, columns, strict=True):
-            assert got[column] == value, (protocol, instrument, column)
+            assert got[column] == value, (cohort, protocol, instrument, column)
+        assert got["n_responders"] == group.height
         lifelines_median = fitter.median_survival_time_  # the same day, where no step lands on exactly 0.5
         assert want[0] is None or lifelines_median >= want[0]
         medians_checked += got["median_ci_upper_days"] is not None
@@ -140,7 +181,7 @@ def test_relapse_free_survival_matches_lifelines(clinic_warehouse):
             assert row["ci_upper"] == pytest.approx(upper, abs=1e-6)
             assert row["ci_lower"] <= row["survival"] <= row["ci_upper"]
             checked += 1
-    assert checked > 200 and medians_checked >= 8
+    assert checked > 2000 and medians_checked >= 40
 
 
 def test_recovered_rates_and_relapse_medians_match_the_truth(clinic_warehouse):

@@ -15,15 +15,7 @@ first_course as (
 ),
 
 conditions as (
-    select conditions.patient_id, groups.condition_group
-    from (
-        select patient_id, unnest(codings) as coding
-        from {{ ref('stg_fhir__conditions') }}
-        where coalesce(verification_status, 'confirmed') not in ('entered-in-error', 'refuted')
-    ) as conditions
-    inner join {{ ref('condition_groups') }} as groups
-        on conditions.coding.system = 'http://hl7.org/fhir/sid/icd-10-cm'
-        and starts_with(conditions.coding.code, groups.code_prefix)
+    select * from {{ ref('int_patient_conditions_grouped') }}
 ),
 
 condition_flags as (

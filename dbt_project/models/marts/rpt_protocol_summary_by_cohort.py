@@ -1,8 +1,11 @@
-"""Per protocol x instrument: courses, evaluable, response and remission rates, median relapse-free days
+"""Per cohort x protocol x instrument: courses, evaluable, response and remission rates, median relapse-free days
 (from the Kaplan-Meier table) and the log-rank p-value against the reference protocol (the protocols seed's
-`is_reference`, ketamine alone by default; lifelines)."""
+`is_reference`, ketamine alone by default; lifelines), within the cohort."""
 
 COLUMNS = [
+    "cohort_dimension",
+    "cohort",
+    "cohort_label",
     "protocol",
     "instrument",
     "rater",
@@ -58,29 +61,43 @@ def model(dbt, session):
     import pandas as pd
 
     include_provisional = str(dbt.config.get("include_provisional_outcomes", False)).lower() == "true"
-    outcomes = dbt.ref("fct_course_outcomes").df()
+    cohorts = dbt.ref("int_course_cohorts_assigned").df()
+    outcomes = dbt.ref("fct_course_outcomes").df().merge(cohorts, on="course_id", how="inner")
     # what rates and curves count: final evaluable outcomes (and, when switched on, provisional ones)
     outcomes["counted"] = (outcomes["evaluability"] == "evaluable") | (
         include_provisional & (outcomes["evaluability"] == "provisional") & outcomes["is_responder"].notna()
     )
-    survival = dbt.ref("rpt_relapse_free_survival").df()
+    survival = dbt.ref("rpt_relapse_free_survival_by_cohort").df()
     responders = outcomes[_true(outcomes["is_responder"]) & outcomes["counted"]]
     protocols = dbt.ref("protocols").df()
     reference = next(iter(protocols.loc[_true(protocols["is_reference"]), "protocol"]), None)
 
     rows = []
-    for (protocol, instrument), group in outcomes.groupby(["protocol", "instrument"], sort=True):
+    keys = ["cohort_dimension", "cohort", "cohort_label", "protocol", "instrument"]
+    for (dimension, cohort, label, protocol, instrument), group in outcomes.groupby(keys, sort=True):
         evaluable = group[group["counted"]]
         remission_known = evaluable[evaluable["is_remitter"].notna()]
-        curve = survival[(survival["protocol"] == protocol) & (survival["instrument"] == instrument)]
+        curve = survival[
+            (survival["cohort_dimension"] == dimension)
+            & (survival["cohort"] == cohort)
+            & (survival["protocol"] == protocol)
+            & (survival["instrument"] == instrument)
+        ]
         p_value = None
         if reference is not None and protocol != reference:
-            same_scale = responders[responders["instrument"] == instrument]
+            same_scale = responders[
+                (responders["cohort_dimension"] == dimension)
+                & (responders["cohort"] == cohort)
+                & (responders["instrument"] == instrument)
+            ]
             p_value = _logrank_p(
                 same_scale[same_scale["protocol"] == protocol], same_scale[same_scale["protocol"] == reference]
             )
         rows.append(
             {
+                "cohort_dimension": dimension,
+                "cohort": cohort,
+                "cohort_label": label,
                 "protocol": protocol,
                 "instrument": instrument,
                 "rater": group["rater"].iloc[0],
