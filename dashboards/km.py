@@ -2,9 +2,11 @@
 the number at risk aligned under the x-axis ticks of the same figure, the median with its 95% interval and
 relapses/responders in the legend, a % axis, one selector that switches curves, risk table and range together.
 
-Small cells: a curve is drawn only while 11 or more remain at risk; a median or interval bound beyond that
-point is not printed (it would come from the withheld tail); numbers at risk and relapses/responders are
-rounded to the nearest 10 so that no count from 1 to 10 can be derived from two of them.
+Small cells: a curve is drawn only while 11 or more remain at risk, and it steps down only once 11 or more
+relapses have accumulated since its last step, so no drop can be read back into fewer than 11 relapses; a
+median or interval bound beyond the drawn curve is not printed (it would come from the withheld tail); numbers
+at risk and relapses/responders are rounded to the nearest 10 so that no count from 1 to 10 can be derived
+from two of them.
 """
 
 from __future__ import annotations
@@ -47,6 +49,38 @@ def shown_part(curve):
     import polars as pl
 
     return curve.filter(pl.col("n_at_risk") >= MIN_CELL)
+
+
+def pooled_steps(part):
+    """The shown curve as it is drawn: a step only where MIN_CELL or more relapses have accumulated since the
+    previous step (the exact Kaplan-Meier value of that day), the last value held in between and carried flat
+    to the last day shown. A single step of the exact curve (1 of 23 at risk) reveals one relapse; a drop
+    pooled over 11 or more cannot reveal fewer."""
+    import polars as pl
+
+    rows = part.to_dicts()
+    if not rows:
+        return part
+    first = rows[0]
+    pending = first["n_relapsed"]
+    kept = [first if pending >= MIN_CELL else {**first, "survival": 1.0, "ci_lower": 1.0, "ci_upper": 1.0}]
+    if pending >= MIN_CELL:
+        pending = 0
+    for row in rows[1:]:
+        pending += row["n_relapsed"]
+        if pending >= MIN_CELL:
+            kept.append(row)
+            pending = 0
+    last = rows[-1]
+    if kept[-1]["day"] != last["day"]:
+        kept.append({**kept[-1], "day": last["day"], "n_at_risk": last["n_at_risk"]})
+    return pl.DataFrame(kept, schema=part.schema)
+
+
+def drawn_value_on(pooled, day: float) -> float:
+    """The drawn (pooled) curve's value on `day`: the last step at or before it."""
+    before = pooled.filter(pooled["day"] <= day)
+    return float(before["survival"][-1]) if before.height else 1.0
 
 
 def at_risk_on(curve, day: int) -> int:
@@ -137,9 +171,10 @@ def km_figure(panels: list[Panel]) -> tuple[object, dict[str, str]]:
         x_max = max(ticks[-1], step)  # an empty panel still gets a readable axis
         row_labels = [s.label for s, _ in drawn]
         for s, part in drawn:
-            days, surv = part["day"].to_list(), part["survival"].to_list()
-            lo = [x if x is not None else 0.0 for x in part["ci_lower"].to_list()]
-            hi = [x if x is not None else 0.0 for x in part["ci_upper"].to_list()]
+            pooled = pooled_steps(part)
+            days, surv = pooled["day"].to_list(), pooled["survival"].to_list()
+            lo = [x if x is not None else 0.0 for x in pooled["ci_lower"].to_list()]
+            hi = [x if x is not None else 0.0 for x in pooled["ci_upper"].to_list()]
             last_shown = float(days[-1])
             band_x, band_hi = _steps(days, hi)
             _, band_lo = _steps(days, lo)
@@ -160,7 +195,7 @@ def km_figure(panels: list[Panel]) -> tuple[object, dict[str, str]]:
                 row=1,
                 col=1,
             )
-            at_risk = [rounded_label(n) for n in part["n_at_risk"].to_list()]
+            at_risk = [rounded_label(n) for n in pooled["n_at_risk"].to_list()]
             fig.add_trace(
                 go.Scatter(
                     x=days,
@@ -178,11 +213,11 @@ def km_figure(panels: list[Panel]) -> tuple[object, dict[str, str]]:
                 row=1,
                 col=1,
             )
-            censored = part.filter(part["n_censored"] > 0)
+            censored = part.filter(part["n_censored"] > 0)["day"].to_list()
             fig.add_trace(
                 go.Scatter(
-                    x=censored["day"].to_list(),
-                    y=censored["survival"].to_list(),
+                    x=censored,
+                    y=[drawn_value_on(pooled, d) for d in censored],
                     mode="markers",
                     marker={"symbol": "line-ns-open", "size": 9, "color": s.colour, "line": {"width": 1.5}},
                     hoverinfo="skip",

@@ -133,6 +133,9 @@ def _cohort_section(marts: dict, d: Display, suffix: str) -> tuple[str, bool]:
         '<p class="meta">Numbers at risk, responders and relapses are rounded to the nearest 10, so that no count '
         "from 1 to 10 can be derived by subtracting one from another; a curve stops where fewer than 11 remain at "
         "risk, and a median or interval bound beyond that point is not printed (&gt; the last day shown). "
+        "A curve steps down only once 11 or more relapses have accumulated since its last step (to the exact "
+        "estimate of that day), so no drop reveals fewer than 11; between steps it may sit a little above the "
+        "exact estimate, and it can cross 50% a few days after the median printed, which is exact. "
         "Ticks on a curve mark censored courses; NR: not reached.</p>"
     )
     # the instrument menu of the figure also switches the table below it (this cohort's only)

@@ -8,7 +8,7 @@ import math
 from dashboards.cohorts import Cohort, cohorts_of, filtered_sections, sliced
 from dashboards.display import Display, display_from
 from dashboards.page import figure_html, page, summary_row, table_html
-from dashboards.suppression import MIN_CELL, count_label, rate_visible
+from dashboards.suppression import MIN_CELL, rate_visible, rounded_label
 
 BY_COHORT = {"rpt_protocol_summary": "rpt_protocol_summary_by_cohort"}
 
@@ -90,7 +90,7 @@ def response_page(marts: dict, data_as_of: str) -> str:
                 xs.append(r["week"])
                 ys.append(r["response_rate"])
                 texts.append(
-                    f"{r['response_rate']:.0%} (95% CI {lo:.0%}–{hi:.0%}), {count_label(r['n_assessed'])} assessed"
+                    f"{r['response_rate']:.0%} (95% CI {lo:.0%}–{hi:.0%}), {rounded_label(r['n_assessed'])} assessed"
                 )
             if not xs:
                 continue
@@ -232,7 +232,7 @@ def response_page(marts: dict, data_as_of: str) -> str:
                 [
                     d.label(r["protocol"]),
                     f"{d.label(r['clinician_instrument'])} vs {d.label(r['self_instrument'])}",
-                    count_label(n),
+                    rounded_label(n),
                     rate_cell(both + (r["n_clinician_only"] or 0), n),
                     rate_cell(both + (r["n_self_only"] or 0), n),
                     rate_cell(agree, n) if cells_ok else "withheld",
@@ -305,7 +305,7 @@ def _rates_section(summary, d: Display, suffix: str) -> tuple[str, bool]:
                     lo, hi = wilson_interval(count, n)
                     values.append(count / n)
                     errors.append((count / n - lo, hi - count / n))
-                    texts.append(f"{count / n:.0%} (95% CI {lo:.0%}–{hi:.0%}), {count_label(n)} evaluable")
+                    texts.append(f"{count / n:.0%} (95% CI {lo:.0%}–{hi:.0%}), {rounded_label(n)} evaluable")
                 else:
                     values.append(None)
                     errors.append((0, 0))
@@ -314,11 +314,11 @@ def _rates_section(summary, d: Display, suffix: str) -> tuple[str, bool]:
                 [
                     d.label(protocol),
                     d.label(inst),
-                    count_label(n),
+                    rounded_label(n),
                     rate_cell(r["n_responders"], n),
                     rate_cell(r["n_remitters"], n) if r["remission_rate"] is not None else "n/a",
                     rate_cell(r["n_worse"], n),
-                    count_label(r["n_provisional"]),
+                    rounded_label(r["n_provisional"]),
                 ]
             )
         for col, values, errors, texts in ((1, resp, resp_err, resp_text), (2, remit, remit_err, remit_text)):

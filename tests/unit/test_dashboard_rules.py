@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from dashboards.cohort import paired_counts
-from dashboards.km import Panel, Series, km_figure, legend_text, median_cells
+from dashboards.km import Panel, Series, km_figure, legend_text, median_cells, pooled_steps
 from dashboards.page import clinic_time
 from dashboards.response import response_page, wilson_interval
 from dashboards.status import read_status, record_failed, record_published
@@ -61,16 +61,44 @@ def test_the_risk_table_sits_under_the_same_ticks_and_the_curve_stops_below_elev
     fig, empty = km_figure([Panel("madrs", "MADRS", "t", [Series("k", "Ketamine alone", "#000000", CURVE, SUMMARY)])])
     data = _figure_json(fig)
     line, censor, table = data["data"][1], data["data"][2], data["data"][3]
-    # shown while 11 or more are at risk: days 0-50 (18 at risk on day 50), not day 70 (6)
-    assert line["x"] == [0, 10, 20, 30, 50]
-    # censor marks where courses were censored, at the curve's height
-    assert censor["x"] == [20] and censor["y"] == [pytest.approx(0.75)]
+    # shown while 11 or more are at risk: days 0-50 (18 at risk on day 50), not day 70 (6); a step only where
+    # 11 or more relapses have accumulated: not day 10 (10 relapses), day 30 (20), day 50 (12)
+    assert line["x"] == [0, 30, 50]
+    assert line["y"] == [1.0, pytest.approx(0.75 * 18 / 28), pytest.approx(0.75 * 18 / 28 * 6 / 18)]
+    # censor marks where courses were censored, at the drawn curve's height (no step drawn before day 30)
+    assert censor["x"] == [20] and censor["y"] == [1.0]
     ticks = data["layout"]["xaxis"]["tickvals"]
     assert ticks == [0, 14, 28, 42, 56] and table["x"] == ticks and data["layout"]["xaxis2"]["tickvals"] == ticks
     # at risk at the start of each tick day, rounded to 10; below 11 as <11
     assert table["text"] == ["~40", "~30", "~30", "~20", "<11"]
     assert data["layout"]["xaxis"]["range"] == data["layout"]["xaxis2"]["range"]
     assert empty == {}
+
+
+def test_a_curve_steps_only_once_eleven_relapses_have_accumulated_and_runs_flat_to_the_last_day_shown():
+    # 60 responders; single relapses on days 5, 9 and 12 (a step of 1/60 would reveal one), then 9 on day 20
+    # (12 accumulated: the first step, at day 20's exact value), 3 on day 30 and nothing after: the curve
+    # holds day 20's value to day 40, the last day shown (3 relapses never drawn as a step of their own)
+    survival, rows = 1.0, []
+    for day, at_risk, relapsed in (
+        (0, 60, 0),
+        (5, 60, 1),
+        (9, 59, 1),
+        (12, 58, 1),
+        (20, 57, 9),
+        (30, 48, 3),
+        (40, 45, 0),
+    ):
+        survival *= 1 - relapsed / at_risk
+        rows.append((day, at_risk, relapsed, 0 if day < 40 else 45, survival))
+    pooled = pooled_steps(_curve(rows))
+    assert pooled["day"].to_list() == [0, 20, 40]
+    day_20 = (59 / 60) * (58 / 59) * (57 / 58) * (48 / 57)
+    assert pooled["survival"].to_list() == [1.0, pytest.approx(day_20), pytest.approx(day_20)]
+    assert pooled["n_at_risk"].to_list() == [60, 57, 45]
+    fig, _ = km_figure([Panel("madrs", "MADRS", "t", [Series("k", "K", "#000", _curve(rows), SUMMARY)])])
+    censor = _figure_json(fig)["data"][2]
+    assert censor["x"] == [40] and censor["y"] == [pytest.approx(day_20)]
 
 
 def test_the_median_and_its_interval_are_printed_only_within_the_curve_shown():
@@ -149,7 +177,8 @@ def test_weekly_lines_skip_the_baseline_week_and_stop_at_the_first_week_withheld
     # week 0 is the baseline; week 2 is withheld (5 responders) and the line stops there, so the 0% of week 3
     # and the 50% of week 4 are not drawn as isolated points after the gap
     assert [t["x"] for t in traces] == [[1]]
-    assert traces[0]["customdata"] == ["30% (95% CI 18%–45%), 40 assessed"]
+    # denominators beside rates are rounded like every other count (an exact 40 with 30% gives 12 responders)
+    assert traces[0]["customdata"] == ["30% (95% CI 18%–45%), ~40 assessed"]
 
 
 def test_a_weekly_line_starts_at_its_first_week_that_can_be_shown():
