@@ -72,6 +72,33 @@ def test_pages_work_offline(clinic_warehouse):
     assert (pages / "plotly.min.js").stat().st_size > 1_000_000
 
 
+# counts as the pages print them: rounded (~40), in hover text and legends (40 assessed, 30/40 relapsed)
+COUNT_PATTERNS = (
+    r"~(\d[\d,]*)",
+    r"(\d[\d,]*) (?:assessed|evaluable|relapsed|responders|courses|patients|at risk)",
+    r"[Aa]t risk (\d[\d,]*)",
+    r"(\d[\d,]*)/~?\d",
+)
+
+
+def small_counts(html: str) -> list[str]:
+    """Every count from 1 to 10 printed anywhere in a page's source: tables, figure data, hover text, legends."""
+    found = []
+    for pattern in COUNT_PATTERNS:
+        for m in re.finditer(pattern, html):
+            if 1 <= int(m.group(1).replace(",", "")) <= 10:
+                found.append(m.group(0))
+    return found
+
+
+def test_no_page_prints_a_small_count_in_any_cohort(clinic_warehouse):
+    _, wh = clinic_warehouse
+    for p in ("relapse.html", "response.html", "cohort.html"):
+        text = (wh.parent / "dashboards" / p).read_text()
+        assert re.search(r"~\d", text), p  # the patterns do find this page's counts
+        assert not small_counts(text), p
+
+
 @pytest.mark.slow(seconds=55)
 def test_tiny_cohort_shows_no_small_counts(tmp_path):
     clinic = tmp_path / "ehr"
@@ -86,6 +113,7 @@ def test_tiny_cohort_shows_no_small_counts(tmp_path):
         cells = re.findall(r"<td>([^<]*)</td>", html)
         small = [c for c in cells if re.fullmatch(r"~?\d+", c.strip()) and 1 <= int(c.strip("~ ")) <= 10]
         assert not small, f"{p} shows small counts: {small}"
+        assert not small_counts(html), p
         for m in re.finditer(r'"text":\[([^\]]*)\]', html):  # bar labels inside plotly figures
             assert not re.search(r'"~?(?:[1-9]|10)"', m.group(1)), f"{p}: small count in a figure's text"
         withheld_note |= "curve withheld" in html
