@@ -17,6 +17,7 @@ MARTS = (
     "rpt_quarantine_summary",
     "dim_protocols",
     "dim_instruments",
+    "dim_published_figures",
 )
 
 

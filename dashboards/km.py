@@ -11,7 +11,7 @@ from two of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dashboards.suppression import MIN_CELL, curve_visible, rounded_label
 
@@ -31,6 +31,18 @@ class Series:
 
 
 @dataclass
+class Reference:
+    """A published figure drawn on the curves: a median (value 0.5) or a share relapse-free on a day."""
+
+    day: float
+    value: float
+    label: str
+    citation: str
+    population: str
+    colour: str | None
+
+
+@dataclass
 class Panel:
     """What one choice of the selector shows."""
 
@@ -38,6 +50,7 @@ class Panel:
     label: str
     title: str
     series: list[Series]
+    references: list[Reference] = field(default_factory=list)
 
 
 def tick_step(last_day: float) -> int:
@@ -166,6 +179,8 @@ def km_figure(panels: list[Panel]) -> tuple[object, dict[str, str]]:
         drawn = [(s, shown_part(s.curve)) for s in panel.series if curve_visible((s.summary or {}).get("n_responders"))]
         drawn = [(s, part) for s, part in drawn if part.height]
         last_day = max((float(part["day"].max()) for _, part in drawn), default=0.0)
+        if drawn:  # the published figures stay in view beside the clinic's curves
+            last_day = max([last_day, *(r.day for r in panel.references)])
         step = tick_step(last_day)
         ticks = list(range(0, int(last_day) + step, step))
         x_max = max(ticks[-1], step)  # an empty panel still gets a readable axis
@@ -244,6 +259,27 @@ def km_figure(panels: list[Panel]) -> tuple[object, dict[str, str]]:
                 col=1,
             )
             owner += [panel.key] * 4
+        if drawn and panel.references:
+            refs = panel.references
+            fig.add_trace(
+                go.Scatter(
+                    x=[r.day for r in refs],
+                    y=[r.value for r in refs],
+                    mode="markers",
+                    marker={
+                        "symbol": "diamond-open",
+                        "size": 12,
+                        "color": [r.colour or "#444" for r in refs],
+                        "line": {"width": 2},
+                    },
+                    name="◇ published figures (hover for the study)",
+                    customdata=[[r.label, r.citation, r.population] for r in refs],
+                    hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>%{customdata[2]}<extra></extra>",
+                ),
+                row=1,
+                col=1,
+            )
+            owner.append(panel.key)
         if not drawn:
             reasons = [
                 f"{s.label}: fewer than {MIN_CELL} responders"

@@ -39,7 +39,7 @@ def _cohort_section(marts: dict, d: Display, suffix: str) -> tuple[str, bool]:
     """One cohort's curves, medians and log-rank tests, and whether any curve of it can be shown."""
     import polars as pl
 
-    from dashboards.km import Panel, Series, km_figure, median_cells
+    from dashboards.km import Panel, Reference, Series, km_figure, median_cells
 
     km, summary = marts["rpt_relapse_free_survival"], marts["rpt_protocol_summary"]
     present = set(km["instrument"].to_list()) if km is not None else set()
@@ -51,12 +51,29 @@ def _cohort_section(marts: dict, d: Display, suffix: str) -> tuple[str, bool]:
             return None
         return Series(protocol, label, d.colour(protocol), curve, summary_row(summary, protocol, inst), dash)
 
+    published = marts.get("dim_published_figures")
+    on_curves = (
+        published.filter(pl.col("measure").is_in(["median_relapse_free_days", "relapse_free_at_day"]))
+        if published is not None
+        else None
+    )
+
+    def references(inst: str) -> list[Reference]:
+        if on_curves is None:
+            return []
+        return [
+            Reference(r["day"], r["value"], r["label"], r["citation"], r["population"], d.colour(r["protocol"]))
+            for r in on_curves.filter(pl.col("instrument") == inst).sort("day").iter_rows(named=True)
+            if r["protocol"] in d.protocols
+        ]
+
     by_instrument = [
         Panel(
             inst,
             d.label(inst),
             f"Relapse-free survival among responders — {d.label(inst)}",
             [s for p in d.protocols if (s := series(p, inst, d.label(p))) is not None],
+            references(inst),
         )
         for inst in instruments
     ]
@@ -136,7 +153,9 @@ def _cohort_section(marts: dict, d: Display, suffix: str) -> tuple[str, bool]:
         "A curve steps down only once 11 or more relapses have accumulated since its last step (to the exact "
         "estimate of that day), so no drop reveals fewer than 11; between steps it may sit a little above the "
         "exact estimate, and it can cross 50% a few days after the median printed, which is exact. "
-        "Ticks on a curve mark censored courses; NR: not reached.</p>"
+        "Ticks on a curve mark censored courses; NR: not reached. Diamonds (◇) are published figures in the "
+        "protocol's colour -- a study's median on the 50% line, or its share still responding on a day; hover "
+        "for the study and its population (trials rarely give boosters, which count as relapses here).</p>"
     )
     # the instrument menu of the figure also switches the table below it (this cohort's only)
     switcher = f"""<script>(function(){{var f=document.getElementById('relapse-km{suffix}');if(!f||!f.on)return;

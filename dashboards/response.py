@@ -242,8 +242,31 @@ def response_page(marts: dict, data_as_of: str) -> str:
         )
     c_rows.sort(key=lambda x: x[0])
 
+    published = marts.get("dim_published_figures")
+    published_rows = [
+        [
+            r["citation"],
+            r["population"],
+            d.label(r["protocol"]),
+            d.label(r["instrument"]),
+            f"{'Response' if r['measure'] == 'response_rate' else 'Remission'} {r['value']:.0%}",
+        ]
+        for r in (
+            published.filter(pl.col("measure").is_in(["response_rate", "remission_rate"])).iter_rows(named=True)
+            if published is not None
+            else []
+        )
+    ]
     body = (
         rates
+        + (
+            "<h3>Published figures for comparison</h3>"
+            + table_html(["Study", "Population", "Compare with", "Scale", "Figure"], published_rows, "published-rates")
+            + '<p class="meta">From the published_figures seed (add a row to compare with another study). Trials '
+            "select their patients and rarely give boosters: read each beside its population.</p>"
+            if published_rows
+            else ""
+        )
         + "<h2>Do the clinician and the patient agree?</h2>"
         + table_html(
             [

@@ -220,3 +220,27 @@ def test_a_failed_night_keeps_the_published_time_and_names_its_step(tmp_path):
     assert status["last_attempt_ok"] is False and status["failed_step"] == "validate_raw"
     assert status["published_at"] == "2026-12-01T10:00:00+00:00"
     assert (tmp_path / "status.js").read_text().startswith("window.OUTCOMES_STATUS = ")
+
+
+def test_published_figures_are_drawn_on_their_scales_panel_and_kept_in_view():
+    from dashboards.km import Reference
+
+    murrough = Reference(18, 0.5, "Murrough 2013: median 18 d", "Murrough et al. 2013", "TRD", "#000000")
+    wilkinson = Reference(84, 0.5, "Wilkinson 2017: median ~12 weeks", "Wilkinson et al. 2017", "TRD", "#0072B2")
+    series = Series("k", "Ketamine alone", "#000000", CURVE, SUMMARY)
+    fig, _ = km_figure(
+        [
+            Panel("madrs", "MADRS", "t", [series], [murrough, wilkinson]),
+            Panel("phq9", "PHQ-9", "t", [Series("k", "Ketamine alone", "#000000", CURVE, SUMMARY)]),
+        ]
+    )
+    data = _figure_json(fig)
+    published = [t for t in data["data"] if t.get("name", "").startswith("◇")]
+    assert len(published) == 1 and published[0]["visible"] is True  # on the first panel, shown with it
+    assert published[0]["x"] == [18, 84] and published[0]["y"] == [0.5, 0.5]
+    assert published[0]["customdata"][0] == ["Murrough 2013: median 18 d", "Murrough et al. 2013", "TRD"]
+    # the axis reaches day 84 though the curve stops at day 50, and the risk table's ticks follow it
+    assert data["layout"]["xaxis"]["range"][1] >= 84 and data["layout"]["xaxis"]["tickvals"][-1] >= 84
+    # the PHQ-9 panel's button hides the published figures of MADRS
+    phq9 = data["layout"]["updatemenus"][0]["buttons"][1]["args"][0]["visible"]
+    assert phq9[data["data"].index(published[0])] is False
