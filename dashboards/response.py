@@ -215,6 +215,7 @@ def response_page(marts: dict, data_as_of: str) -> str:
     # --- clinician-rated vs self-rated response on the same courses --------------------------------------
     concordance = marts.get("rpt_rater_concordance")
     c_rows = []
+    c_bars: list[tuple[int, str, list[float]]] = []  # (order, label, shares of the 2x2 table's four cells)
     for r in concordance.iter_rows(named=True) if concordance is not None else []:
         if (r["clinician_instrument"], r["self_instrument"]) not in d.pairs:
             continue  # the pairs the instrument catalogue declares (concordance_partner)
@@ -240,7 +241,48 @@ def response_page(marts: dict, data_as_of: str) -> str:
                 ],
             )
         )
+        if cells_ok and n:
+            cells = [r["n_both_respond"], r["n_clinician_only"], r["n_self_only"], r["n_neither"]]
+            c_bars.append(
+                (
+                    c_rows[-1][0],
+                    f"{d.label(r['protocol'])}: {c_rows[-1][1][1]}",
+                    [(x or 0) / n for x in cells],
+                )
+            )
     c_rows.sort(key=lambda x: x[0])
+    c_bars.sort(key=lambda x: x[0], reverse=True)  # the first protocol on top
+    # shades of grey: colour means protocol on every page; the two disagreeing cells are hatched
+    agreement_fig = go.Figure()
+    for k, (cell, shade, pattern) in enumerate(
+        (
+            ("Both respond", "#4d4d4d", ""),
+            ("Clinician-rated only", "#8c8c8c", "/"),
+            ("Self-rated only", "#b3b3b3", "x"),
+            ("Neither", "#dedede", ""),
+        )
+    ):
+        agreement_fig.add_trace(
+            go.Bar(
+                y=[label for _, label, _ in c_bars],
+                x=[shares[k] for _, _, shares in c_bars],
+                orientation="h",
+                name=cell,
+                marker={"color": shade, "pattern": {"shape": pattern, "fgcolor": "white"}},
+                text=[f"{shares[k]:.0%}" for _, _, shares in c_bars],
+                textposition="inside",
+                hovertemplate="%{y}<br>" + cell + ": %{x:.0%} of courses rated on both<extra></extra>",
+            )
+        )
+    agreement_fig.update_layout(
+        barmode="stack",
+        height=max(260, 60 + 40 * len(c_bars)),
+        title="Who responded, by the clinician's and by the patient's scale (courses rated on both)",
+        xaxis={"tickformat": ".0%", "range": [0, 1], "title": "Courses rated on both"},
+        legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "traceorder": "normal"},
+        margin={"l": 330, "t": 110},
+        plot_bgcolor="white",
+    )
 
     published = marts.get("dim_published_figures")
     published_rows = [
@@ -283,7 +325,9 @@ def response_page(marts: dict, data_as_of: str) -> str:
         )
         + '<p class="meta">Kappa: agreement beyond chance on who responded (1 = perfect, 0 = chance). '
         "Self-rated scales often improve where clinician-rated ones do not, and the reverse. This table and the "
-        "figures below are for all courses.</p>"
+        "figures below are for all courses; a protocol is left out of the chart when a cell of its 2×2 table "
+        "is 1–10.</p>"
+        + (figure_html(agreement_fig, "concordance-chart") if c_bars else "")
         + figure_html(weekly_fig, "response-by-week")
         + '<p class="meta">Week 0 is the baseline and has no response. A line starts at the first week whose rate '
         "can be shown without revealing a count from 1 to 10 and stops at the next week whose rate cannot.</p>"

@@ -23,7 +23,7 @@ def js_errors(html: str) -> str:
     "page,traces,tables",
     [
         ("relapse.html", 6, ["median-madrs", "median-phq9"]),
-        ("response.html", 4, ["rates-table", "concordance-table"]),
+        ("response.html", 4, ["rates-table", "concordance-table", "concordance-chart", "published-rates"]),
         ("cohort.html", 1, ["cohort-table", "health-table", "quarantine-table"]),
     ],
 )
