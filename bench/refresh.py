@@ -1,7 +1,7 @@
 """End-to-end refresh benchmark: full refresh, then an incremental one after `--continue-days 1`, then one
 with nothing new (what a night costs before any data: process start-ups, dbt parse, rebuilding the marts).
 
-Per clinic size: wall time per step (extract, load, raw gate, dbt, mart gate, publish, dashboards),
+Per clinic size: wall time per step (extract, load, staging views, raw gate, dbt, mart gate, publish, dashboards),
 resources/s, peak memory (and the high-water mark after each step, in the JSON) and warehouse size, against
 the local EHR on 127.0.0.1. Prints a table and writes it as JSON (bench/results/refresh.json).
 
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import measure  # noqa: E402
 
-STEPS = ("extract", "load", "validate raw", "transform", "validate marts", "publish", "dashboards")
+STEPS = ("extract", "load", "stage", "validate raw", "transform", "validate marts", "publish", "dashboards")
 
 
 def _refresh(ehr_url: str, client_id: str, key: str, warehouse: str) -> dict:

@@ -85,7 +85,14 @@ with DAG(
 
         return {"totals": steps.load(settings_from_airflow(), progress=False).totals}
 
-    @task(doc_md="Raw quality gate: quarantine bad records; stop on a critical failure.")
+    @task(doc_md="dbt seeds and staging views (the one FHIR parser), rebuilt only when their SQL or seeds changed.")
+    def stage() -> None:
+        from pipeline import steps
+        from pipeline.airflow_support import settings_from_airflow
+
+        steps.stage(settings_from_airflow())
+
+    @task(doc_md="Raw quality gate on the staging views: quarantine bad records; stop on a critical failure.")
     def validate_raw() -> dict:
         from pipeline import steps
         from pipeline.airflow_support import settings_from_airflow
@@ -122,4 +129,4 @@ with DAG(
 
         return [str(p) for p in steps.dashboards(settings_from_airflow())]
 
-    extract() >> load() >> validate_raw() >> transform() >> validate_marts() >> publish() >> dashboards()
+    (extract() >> load() >> stage() >> validate_raw() >> transform() >> validate_marts() >> publish() >> dashboards())

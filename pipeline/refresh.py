@@ -43,6 +43,7 @@ def _run(settings: Settings, from_dir: Path | None, full: bool, log) -> dict:
         timed("extract", steps.extract, settings, full=full, log=log)
     loaded = timed("load", steps.load, settings, from_dir=from_dir, log=log)
     summary["load"] = loaded.totals
+    timed("stage", steps.stage, settings, log=log)
     raw_gate = timed("validate raw", steps.validate_raw, settings, log=log, full=full)
     summary["dbt"] = timed("transform", steps.transform, settings, log=log, full_refresh=full)
     mart_gate = timed("validate marts", steps.validate_marts, settings, log=log)

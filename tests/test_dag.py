@@ -59,7 +59,16 @@ def test_dag_integrity(tmp_path):
     assert info["catchup"] is False and info["max_active_runs"] == 1
     assert {"outcomes", "fhir"} <= set(info["tags"]) and info["doc"]
     tasks = info["tasks"]
-    assert set(tasks) == {"extract", "load", "validate_raw", "transform", "validate_marts", "publish", "dashboards"}
+    assert set(tasks) == {
+        "extract",
+        "load",
+        "stage",
+        "validate_raw",
+        "transform",
+        "validate_marts",
+        "publish",
+        "dashboards",
+    }
     assert tasks["extract"]["retries"] >= 2 and tasks["extract"]["backoff"]
     assert all(t["doc"] and t["owner"] == "outcomes-data" and t["callback"] for t in tasks.values())
     writers = [k for k in tasks if k != "extract"]
@@ -177,7 +186,7 @@ def test_the_dag_continues_a_night_incrementally_and_equals_a_full_refresh(serve
     run_dag(clinic.airflow_home, clinic.env, log=reported.append, run=console_script_runner())
     assert [line.split() for line in reported if line.startswith("  ")] == [
         [task, "success"]
-        for task in ("extract", "load", "validate_raw", "transform", "validate_marts", "publish", "dashboards")
+        for task in ("extract", "load", "stage", "validate_raw", "transform", "validate_marts", "publish", "dashboards")
     ]
     con = duckdb.connect(str(wh), read_only=True)
     loads = con.execute("""SELECT l.since, sum(c.read) FROM raw.load_log l JOIN raw.load_counts c USING (load_id)
@@ -210,7 +219,8 @@ def test_a_failed_dag_run_alerts_and_keeps_yesterdays_marts(served_clinic):
     with pytest.raises(RuntimeError, match="DAG run failed"):
         run_dag(clinic.airflow_home, clinic.env, log=reported.append, run=console_script_runner())
     states = dict(line.split() for line in reported if line.startswith("  "))
-    assert states["extract"] == states["load"] == "success" and states["validate_raw"] == "failed", reported
+    assert states["extract"] == states["load"] == states["stage"] == "success", reported
+    assert states["validate_raw"] == "failed", reported
     assert states["publish"] == "upstream_failed"
     status = read_status(wh.parent / "dashboards")
     assert status["last_attempt_ok"] is False and status["failed_step"] == "validate_raw"
