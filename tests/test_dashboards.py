@@ -19,17 +19,16 @@ def js_errors(html: str) -> str:
     return m.group(1).strip()
 
 
-@pytest.mark.parametrize(
-    "page,traces,tables",
-    [
-        ("relapse.html", 6, ["median-madrs", "median-phq9"]),
-        ("response.html", 4, ["rates-table", "concordance-table", "concordance-chart", "published-rates"]),
-        ("cohort.html", 1, ["cohort-table", "health-table", "quarantine-table"]),
-    ],
-)
-def test_pages_load_without_errors_and_show_traces(clinic_warehouse, page, traces, tables):
-    _, wh = clinic_warehouse
-    html = dom(wh.parent / "dashboards" / page)
+EXPECTED = {  # per page: plotly traces drawn at least, and the tables it holds
+    "relapse.html": (6, ["median-madrs", "median-phq9"]),
+    "response.html": (4, ["rates-table", "concordance-table", "concordance-chart", "published-rates"]),
+    "cohort.html": (1, ["cohort-table", "health-table", "quarantine-table"]),
+}
+
+
+def assert_loaded(html: str, page: str) -> None:
+    """No script error, plotly rendered its traces, the page's tables and the data-as-of line are there."""
+    traces, tables = EXPECTED[page]
     assert js_errors(html) == ""
     assert html.count('class="main-svg"') >= 1  # plotly rendered
     drawn = len(re.findall(r'class="trace scatter|class="trace bars|class="bars"', html))
@@ -39,6 +38,11 @@ def test_pages_load_without_errors_and_show_traces(clinic_warehouse, page, trace
     assert 'id="data-as-of"' in html and "definitions.html" in html
 
 
+def test_the_cohort_page_loads_without_errors_and_shows_traces(clinic_warehouse):
+    _, wh = clinic_warehouse
+    assert_loaded(dom(wh.parent / "dashboards" / "cohort.html"), "cohort.html")
+
+
 def test_a_failed_night_shows_a_banner_on_every_page(clinic_warehouse, tmp_path):
     from dashboards.status import record_failed
 
@@ -46,8 +50,7 @@ def test_a_failed_night_shows_a_banner_on_every_page(clinic_warehouse, tmp_path)
     pages = tmp_path / "dashboards"
     shutil.copytree(wh.parent / "dashboards", pages)
     assert 'id="night-status"' in (pages / "cohort.html").read_text()
-    for p in ("relapse.html", "cohort.html"):
-        assert 'style="display:none"' in re.search(r'<div id="night-status"[^>]*>', dom(pages / p)).group(0)
+    assert 'style="display:none"' in re.search(r'<div id="night-status"[^>]*>', dom(pages / "cohort.html")).group(0)
     record_failed(pages, "validate_raw")
     for p in ("relapse.html", "response.html", "cohort.html"):
         banner = re.search(r'<div id="night-status"[^>]*>([^<]*)</div>', dom(pages / p))
@@ -198,7 +201,7 @@ def test_the_cohort_filter_shows_the_chosen_courses_figures(clinic_warehouse, tm
         )
     )
     html = dom(chosen, "--window-size=1400,1800")
-    assert js_errors(html) == ""
+    assert_loaded(html, page)  # the page itself: no script error, its traces and tables
     result = json.loads(re.search(r'<pre id="filter-result">(.*?)</pre>', html, re.S).group(1).replace("&quot;", '"'))
     assert result["shown"] == ["diagnosis:ptsd"]
     whole, ptsd = result["figures"][figure], result["figures"][f"{figure}-diagnosis-ptsd"]
