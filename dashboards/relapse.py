@@ -45,9 +45,11 @@ def _cohort_section(marts: dict, d: Display, suffix: str) -> tuple[str, bool]:
     present = set(km["instrument"].to_list()) if km is not None else set()
     instruments = [i for i in d.instruments if i in present]
 
+    curve_of = km.sort("day").partition_by(["instrument", "protocol"], as_dict=True) if km is not None else {}
+
     def series(protocol: str, inst: str, label: str, dash: str = "solid") -> Series | None:
-        curve = km.filter((pl.col("instrument") == inst) & (pl.col("protocol") == protocol)).sort("day")
-        if curve.height == 0:
+        curve = curve_of.get((inst, protocol))
+        if curve is None or curve.height == 0:
             return None
         return Series(protocol, label, d.colour(protocol), curve, summary_row(summary, protocol, inst), dash)
 
