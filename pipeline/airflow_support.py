@@ -2,9 +2,10 @@
 
 Settings come from the Airflow connection `outcomes_ehr` (host = FHIR base URL, login = client id,
 extra = {"private_key_path", "group_id", "extract_mode", "client_kid", "scopes", "export_types" (a list or a
-comma string), "type_filters" (a list)}) when it exists, then from Airflow variables `outcomes_warehouse` /
-`outcomes_analytics_db` / `outcomes_clinic_tz`, then from OUTCOMES_* environment variables -- for the tasks
-and for the failure callback alike. Nothing here runs when the DAG file is parsed.
+comma string), "type_filters" (a list), "site_id"}) when it exists, then from Airflow variables
+`outcomes_warehouse` / `outcomes_analytics_db` / `outcomes_clinic_tz` / `outcomes_site_id` / `outcomes_lake`,
+then from OUTCOMES_* environment variables -- for the tasks and for the failure callback alike. Nothing here
+runs when the DAG file is parsed.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def settings_from_airflow() -> Settings:
                 scopes=extra.get("scopes"),
                 export_types=_names(extra.get("export_types")),
                 type_filters=tuple(extra["type_filters"]) if extra.get("type_filters") else None,
+                site_id=extra.get("site_id"),
             )
         except Exception:  # noqa: BLE001 - no connection defined: the environment decides
             pass
@@ -54,6 +56,8 @@ def settings_from_airflow() -> Settings:
             ("outcomes_warehouse", "warehouse", Path),
             ("outcomes_analytics_db", "analytics_path", Path),
             ("outcomes_clinic_tz", "clinic_tz", str),
+            ("outcomes_site_id", "site_id", str),
+            ("outcomes_lake", "lake_dir", Path),
         ):
             value = Variable.get(key, default=None)
             if value:

@@ -38,6 +38,9 @@ class Settings:
     clinic_tz: str = "America/Los_Angeles"
     dashboards_dir: Path | None = None
     analytics_path: Path | None = None  # the analysts' database; default analytics.duckdb beside the warehouse
+    site_id: str = "main"  # this EHR connection's site in a network (the lake's site= partition)
+    lake_dir: Path | None = None  # default: lake/ beside the warehouse; OUTCOMES_LAKE=off writes none
+    lake_enabled: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -65,6 +68,9 @@ class Settings:
             "clinic_tz": get("CLINIC_TZ") or cls.clinic_tz,
             "dashboards_dir": Path(p) if (p := get("DASHBOARDS_DIR")) else None,
             "analytics_path": Path(p) if (p := get("ANALYTICS_DB")) else None,
+            "site_id": get("SITE_ID") or cls.site_id,
+            "lake_dir": Path(p) if (p := get("LAKE")) and p.lower() != "off" else None,
+            "lake_enabled": (get("LAKE") or "").lower() != "off",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["landing"] is None:
@@ -78,6 +84,11 @@ class Settings:
         if bad or not self.export_types:
             raise ValueError(
                 f"OUTCOMES_EXPORT_TYPES must be FHIR resource type names separated by commas, got {bad or 'none'}"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}", self.site_id):
+            raise ValueError(
+                f"OUTCOMES_SITE_ID must be letters, digits, '-' or '_' (it names the lake's site= folder), "
+                f"not {self.site_id!r}"
             )
         bad = [f for f in self.type_filters if not re.fullmatch(rf"{RESOURCE_TYPE_PATTERN}\?.+", f)]
         if bad:
@@ -94,6 +105,13 @@ class Settings:
     @property
     def dashboards(self) -> Path:
         return self.dashboards_dir or Path(self.warehouse).parent / "dashboards"
+
+    @property
+    def lake(self) -> Path | None:
+        """Where each committed load is also written as Parquet (ingestion/lake.py); None when switched off."""
+        if not self.lake_enabled:
+            return None
+        return self.lake_dir or Path(self.warehouse).parent / "lake"
 
     @property
     def analytics_db(self) -> Path:

@@ -120,6 +120,7 @@ class LoadSummary:
 @_writes_warehouse
 def load(settings: Settings, from_dir: Path | None = None, log: Log = print, progress: bool = True) -> LoadSummary:
     """Landing folder(s) not yet loaded, or any folder of FHIR files -> the DuckDB raw layer."""
+    from ingestion.lake import export_committed_loads
     from ingestion.landing import complete_landings
     from ingestion.raw_load import Loader, plan_from_directory, plan_from_landing
     from ingestion.warehouse import connect, ensure_raw_schema
@@ -160,6 +161,9 @@ def load(settings: Settings, from_dir: Path | None = None, log: Log = print, pro
                 log(f"  {'type':<26} {'read':>9} {'loaded':>9} {'duplicate':>9} {'quarantined':>11}")
                 for t, c in sorted(result.counts.items()):
                     log(f"  {t:<26} {c['read']:>9,} {c['loaded']:>9,} {c['duplicate']:>9,} {c['quarantined']:>11,}")
+        if settings.lake is not None:
+            # tonight's loads, and any an earlier night committed but did not get into the lake
+            export_committed_loads(con, settings.lake, settings.site_id, log)
         return LoadSummary(loads)
     finally:
         con.close()
