@@ -24,7 +24,7 @@ SHARED_FIXTURE_MODULES = {
     "test_quality.py": ("defective_refresh", 190),
     "test_warehouse.py": ("clinic_warehouse", 210),  # with test_dashboards: the 2,000-patient warehouse
     "test_dashboards.py": ("clinic_warehouse", 210),
-    "test_analytics.py": ("nights", 135),
+    "test_analytics.py": ("nights", 145),
     "test_hostile_input.py": ("hostile_night", 75),
 }
 

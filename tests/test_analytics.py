@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import orjson
 import pytest
+from browser import dom, js_errors, small_counts
 from conftest import BIN, outcomes
 
 from ehr_simulator.generate import generate
@@ -194,3 +195,22 @@ def test_the_client_the_guide_names_opens_the_analysts_database(nights):
         text=True,
     )
     assert out.returncode == 0 and int(out.stdout.split()[-1]) > 0, out.stderr
+
+
+def test_a_small_clinics_pages_show_no_small_counts(nights):
+    """40 patients: most cells are small, so most figures are withheld -- and nothing on any page (tables,
+    figure data, hover text, legends) is a count from 1 to 10."""
+    _, _, wh, _, _, _ = nights
+    pages = wh.parent / "dashboards"
+    withheld_note = False
+    for p in ("relapse.html", "response.html", "cohort.html"):
+        html = dom(pages / p)
+        assert js_errors(html) == ""
+        cells = re.findall(r"<td>([^<]*)</td>", html)
+        small = [c for c in cells if re.fullmatch(r"~?\d+", c.strip()) and 1 <= int(c.strip("~ ")) <= 10]
+        assert not small, f"{p} shows small counts: {small}"
+        assert not small_counts(html), p
+        for m in re.finditer(r'"text":\[([^\]]*)\]', html):  # bar labels inside plotly figures
+            assert not re.search(r'"~?(?:[1-9]|10)"', m.group(1)), f"{p}: small count in a figure's text"
+        withheld_note |= "curve withheld" in html
+    assert withheld_note
