@@ -101,5 +101,7 @@ def run(
     log(f"analysts:    {settings.analytics_db.resolve()}  (duckdb -readonly ...; schema marts; docs/analysts.md)")
     log(f"dashboards:  {settings.dashboards.resolve() / 'relapse.html'}")
     log(f"quality:     {warehouse.parent / 'quality_docs' / 'index.html'}")
+    if settings.lake is not None:
+        log(f"lake:        {settings.lake.resolve()}  (each load as Parquet; PHI, like the warehouse)")
     log(f"clinic:      {ehr_dir.resolve()} (latent truth in truth/); add a day with:")
     log(f"             .venv/bin/outcomes ehr generate --continue-days 1 --out {ehr_dir} && make demo")
