@@ -1,4 +1,5 @@
-"""The pages' cohort filter: every course, courses started in one quarter, or the courses of one diagnosis group.
+"""The pages' cohort filter: every course, one site's (in a network), courses started in one quarter, or the
+courses of one diagnosis group.
 
 Static pages: each cohort's figures and tables are drawn from the *_by_cohort marts when the page is built and
 a select shows one cohort at a time. A cohort is offered only when at least one of its figures can be shown
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 ALL = ("all", "all")
-DIMENSIONS = {"start_quarter": "Course start", "diagnosis": "Diagnosis"}
+DIMENSIONS = {"site": "Site", "start_quarter": "Course start", "diagnosis": "Diagnosis"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def cohorts_of(marts: dict, source: str) -> list[Cohort]:
     order = list(DIMENSIONS)
     return [EVERY_COURSE] + sorted(
         (c for c in found if c.dimension in DIMENSIONS),
-        key=lambda c: (order.index(c.dimension), c.key if c.dimension == "start_quarter" else c.label),
+        key=lambda c: (order.index(c.dimension), c.key if c.dimension in ("start_quarter", "site") else c.label),
     )
 
 

@@ -252,7 +252,7 @@ def raw_checks(gx, now_epoch: float, seeds=None) -> list[Check]:
             "patient_id_unique",
             CRITICAL,
             E.ExpectColumnValuesToBeUnique(column="patient_id"),
-            "one current version per patient",
+            "one current version per patient (and no Patient id sent by two sites of a network)",
         ),
         Check(
             "patients",

@@ -141,7 +141,7 @@ def known_versions_sql(stem: str) -> list[str]:
         CREATE OR REPLACE TEMP TABLE known AS
         SELECT c.line_number, v.rowid AS stored_row, NULL::UBIGINT AS flight_hash
         FROM classified c JOIN raw.{stem}_versions_landed v
-            ON v.resource_id = c.resource_id AND v.version_key = c.version_key
+            ON v.site_id = $site_id AND v.resource_id = c.resource_id AND v.version_key = c.version_key
         WHERE c.reason IS NULL AND c.resource_type = $rtype
         UNION ALL
         SELECT c.line_number, NULL, i.line_hash
@@ -194,9 +194,9 @@ def insert_versions_sql(rtype: str, stem: str) -> str:
     obs_vals = f", c.value_score, c.value_source, c.status IN ({_FINAL})" if rtype == "Observation" else ""
     return f"""
         INSERT INTO raw.{stem}_versions_landed (resource_id, version_id, version_key, last_updated, last_updated_at,
-            status, is_deleted, resource, source, load_id, load_seq, file, line_number, landed_at{obs_cols})
+            status, is_deleted, resource, source, load_id, load_seq, file, line_number, landed_at, site_id{obs_cols})
         SELECT c.resource_id, c.version_id, c.version_key, c.last_updated, c.last_updated_at, c.status, false,
-               b.line, $source, $load_id, $load_seq, c.file, c.line_number, $landed_at{obs_vals}
+               b.line, $source, $load_id, $load_seq, c.file, c.line_number, $landed_at, $site_id{obs_vals}
         FROM classified c JOIN batch b USING (line_number)
         WHERE c.line_number IN (
                 SELECT line_number FROM fresh WHERE resource_type = $rtype AND line_number <= $cutoff)"""

@@ -38,10 +38,11 @@ def _sql_text(value: str) -> str:
 
 
 def export_committed_loads(con, root: Path, site_id: str, log: Callable[[str], None] = print) -> list[int]:
-    """Write every committed load the lake does not hold yet; returns their load_seq. Half-written folders a
-    crash left behind are removed first."""
+    """Write every committed load of `site_id` the lake does not hold yet; returns their load_seq.
+    Half-written folders a crash left behind are removed first."""
     committed = con.execute(
-        "SELECT load_id, load_seq FROM raw.load_log WHERE status = 'committed' ORDER BY load_seq"
+        "SELECT load_id, load_seq FROM raw.load_log WHERE status = 'committed' AND site_id = ? ORDER BY load_seq",
+        [site_id],
     ).fetchall()
     site = Path(root) / f"site={site_id}"
     written: list[int] = []

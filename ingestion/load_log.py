@@ -56,8 +56,8 @@ def write_log(
     con.execute("DELETE FROM raw.load_log WHERE load_id = ?", [plan.load_id])
     con.execute(
         """INSERT INTO raw.load_log (load_id, load_seq, source, mode, landing, since, transaction_time,
-               transaction_at, started_at, finished_at, status, files, export_errors, message, warnings)
-           VALUES (?, ?, ?, ?, ?, ?, ?, try_cast(? AS TIMESTAMPTZ), ?, ?, ?, ?, ?, ?, ?)""",
+               transaction_at, started_at, finished_at, status, files, export_errors, message, warnings, site_id)
+           VALUES (?, ?, ?, ?, ?, ?, ?, try_cast(? AS TIMESTAMPTZ), ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
             plan.load_id,
             load_seq,
@@ -74,6 +74,7 @@ def write_log(
             export_errors,
             message,
             "; ".join(plan.warnings) or None,
+            plan.site_id,
         ],
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ingestion.landing import DESCRIPTOR, read_json
+from ingestion.warehouse import DEFAULT_SITE
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -32,6 +34,7 @@ class LoadPlan:
     files: list[InputFile]
     warnings: list[str] = field(default_factory=list)
     server_time: str | None = None  # the EHR's clock when the extract finished (a search crawl's last Date)
+    site_id: str = DEFAULT_SITE  # the network site (EHR connection) whose load this is
 
     def newest_allowed(self, started: datetime) -> datetime:
         """No version can be newer than the export that delivered it: its transactionTime (a bulk export),
@@ -45,6 +48,14 @@ class LoadPlan:
                 except ValueError:
                     pass
         return started + CLOCK_SKEW
+
+
+def for_site(plan: LoadPlan, site_id: str) -> LoadPlan:
+    """The plan as one site's load: the same files sent by two sites of a network are two loads. A single
+    clinic's (the default site's) load ids stay as they were."""
+    if site_id == DEFAULT_SITE:
+        return dataclasses.replace(plan, site_id=site_id)
+    return dataclasses.replace(plan, load_id=f"{site_id}/{plan.load_id}", site_id=site_id)
 
 
 def plan_from_landing(landing: Path) -> LoadPlan:

@@ -28,7 +28,7 @@ def load_deletions(con, f: InputFile, plan: LoadPlan, params: dict, table_for: C
         except (orjson.JSONDecodeError, ValueError, KeyError, AttributeError) as e:
             con.execute(
                 """INSERT INTO raw.quarantine_landed (load_id, resource_type, file, line_number, raw_text, reason,
-                       quarantined_at) VALUES (?, 'Bundle', ?, ?, ?, ?, ?)""",
+                       quarantined_at, site_id) VALUES (?, 'Bundle', ?, ?, ?, ?, ?, ?)""",
                 [
                     plan.load_id,
                     f.name,
@@ -36,6 +36,7 @@ def load_deletions(con, f: InputFile, plan: LoadPlan, params: dict, table_for: C
                     raw.decode("utf-8", "replace"),
                     f"unreadable deleted[] entry: {e}",
                     params["landed_at"],
+                    params["site_id"],
                 ],
             )
     written: dict[str, int] = {}
@@ -47,13 +48,14 @@ def load_deletions(con, f: InputFile, plan: LoadPlan, params: dict, table_for: C
             f"""
             INSERT INTO raw.{stem}_versions_landed (resource_id, version_id, version_key, last_updated,
                 last_updated_at, status, is_deleted, resource, source, load_id, load_seq, file, line_number,
-                landed_at)
+                landed_at, site_id)
             SELECT DISTINCT ON (resource_id) resource_id, NULL, 'deleted|' || $tt, $tt,
                    try_cast($tt AS TIMESTAMPTZ), NULL, true, NULL, $source, $load_id, $load_seq, $file,
-                   line_number, $landed_at
+                   line_number, $landed_at, $site_id
             FROM tomb t
             WHERE NOT EXISTS (SELECT 1 FROM raw.{stem}_versions_landed v
-                              WHERE v.resource_id = t.resource_id AND v.version_key = 'deleted|' || $tt)""",
+                              WHERE v.site_id = $site_id AND v.resource_id = t.resource_id
+                                AND v.version_key = 'deleted|' || $tt)""",
             {**params, "tt": plan.transaction_time, "file": f.name},
         ).fetchall()
         written[rtype] = inserted[0][0] if inserted else 0

@@ -130,6 +130,7 @@ class Loader:
                 load_seq = start_load(con, plan, started)
                 self._newest_allowed = plan.newest_allowed(started)
                 params = {
+                    "site_id": plan.site_id,  # every row of the load carries its site
                     "source": plan.source,
                     "load_id": plan.load_id,
                     "load_seq": load_seq,
@@ -303,8 +304,8 @@ class Loader:
         ).fetchall()
         for (rtype,) in valid_types:
             stem = self._table(rtype)
-            for statement in known_versions_sql(stem):
-                cur.execute(statement, {"rtype": rtype})
+            for statement, needs_site in zip(known_versions_sql(stem), (False, True), strict=True):
+                cur.execute(statement, {"rtype": rtype, **({"site_id": params["site_id"]} if needs_site else {})})
             # the conflict checks read texts again: only for the versions the batch repeats
             stored, in_flight, repeated = cur.execute(
                 """SELECT count(stored_row), count(flight_hash),
@@ -330,9 +331,9 @@ class Loader:
             SELECT c.line_number FROM classified c
             WHERE c.reason IS NOT NULL AND c.line_number <= $cutoff
               AND EXISTS (SELECT 1 FROM raw.quarantine q
-                          WHERE q.resource_type = c.counted_type AND q.reason = c.reason
+                          WHERE q.site_id = $site_id AND q.resource_type = c.counted_type AND q.reason = c.reason
                             AND md5(q.raw_text) = md5(c.quarantined_text))""",
-            {"cutoff": cutoff},
+            {"cutoff": cutoff, "site_id": params["site_id"]},
         )
         per_type = cur.execute(
             """
@@ -352,11 +353,17 @@ class Loader:
         )
         cur.execute(
             """
-            INSERT INTO raw.quarantine_landed
-            SELECT $load_id, counted_type, file, line_number, quarantined_text, reason, $landed_at
+            INSERT INTO raw.quarantine_landed (load_id, resource_type, file, line_number, raw_text, reason,
+                quarantined_at, site_id)
+            SELECT $load_id, counted_type, file, line_number, quarantined_text, reason, $landed_at, $site_id
             FROM classified WHERE reason IS NOT NULL AND line_number <= $cutoff
               AND line_number NOT IN (SELECT line_number FROM requarantined)""",
-            {"load_id": params["load_id"], "landed_at": params["landed_at"], "cutoff": cutoff},
+            {
+                "load_id": params["load_id"],
+                "landed_at": params["landed_at"],
+                "site_id": params["site_id"],
+                "cutoff": cutoff,
+            },
         )
         for rtype, read, quarantined, valid, conflicts in per_type:
             c = self._counts(result, rtype)

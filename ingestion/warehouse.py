@@ -120,6 +120,8 @@ def table_stem(resource_type: str) -> str:
 # *_landed tables; readers see them through views that keep only rows of committed loads. The load's log row
 # turns `committed` in one final transaction, so its data and its watermark still become visible together,
 # and rows of a load that crashed stay invisible until the next load discards them.
+DEFAULT_SITE = "main"  # a single clinic's site id, and that of rows stored before sites were recorded
+
 COMMITTED = "load_id IN (SELECT load_id FROM raw.load_log WHERE status = 'committed')"
 
 
@@ -143,6 +145,7 @@ def ensure_raw_schema(con) -> None:
     # warnings: what the extract had to work around (a type the EHR refused, an unsupported _typeFilter); a
     # warehouse from before the column gets it here
     con.execute("ALTER TABLE raw.load_log ADD COLUMN IF NOT EXISTS warnings VARCHAR")
+    con.execute(f"ALTER TABLE raw.load_log ADD COLUMN IF NOT EXISTS site_id VARCHAR DEFAULT '{DEFAULT_SITE}'")
     con.execute("""
         CREATE TABLE IF NOT EXISTS raw.load_counts (
             load_id VARCHAR, resource_type VARCHAR, read BIGINT, loaded BIGINT, duplicate BIGINT,
@@ -153,7 +156,9 @@ def ensure_raw_schema(con) -> None:
     con.execute("""
         CREATE TABLE IF NOT EXISTS raw.quarantine_landed (
             load_id VARCHAR, resource_type VARCHAR, file VARCHAR, line_number BIGINT, raw_text VARCHAR,
-            reason VARCHAR, quarantined_at TIMESTAMPTZ)""")
+            reason VARCHAR, quarantined_at TIMESTAMPTZ, site_id VARCHAR)""")
+    # the site (the EHR connection) a row came from; rows from before sites were recorded are the default's
+    con.execute(f"ALTER TABLE raw.quarantine_landed ADD COLUMN IF NOT EXISTS site_id VARCHAR DEFAULT '{DEFAULT_SITE}'")
     con.execute(f"CREATE OR REPLACE VIEW raw.quarantine AS SELECT * FROM raw.quarantine_landed WHERE {COMMITTED}")
     con.execute("""
         CREATE TABLE IF NOT EXISTS raw.export_errors (
@@ -171,7 +176,10 @@ def ensure_type_tables(con, resource_type: str) -> str:
             resource_id VARCHAR NOT NULL, version_id VARCHAR, version_key VARCHAR NOT NULL,
             last_updated VARCHAR, last_updated_at TIMESTAMPTZ, status VARCHAR, is_deleted BOOLEAN NOT NULL,
             resource VARCHAR USING COMPRESSION zstd, source VARCHAR, load_id VARCHAR NOT NULL, load_seq BIGINT,
-            file VARCHAR, line_number BIGINT, landed_at TIMESTAMPTZ{extra})""")
+            file VARCHAR, line_number BIGINT, landed_at TIMESTAMPTZ{extra}, site_id VARCHAR)""")
+    con.execute(
+        f"ALTER TABLE raw.{stem}_versions_landed ADD COLUMN IF NOT EXISTS site_id VARCHAR DEFAULT '{DEFAULT_SITE}'"
+    )
     con.execute(
         f"CREATE OR REPLACE VIEW raw.{stem}_versions AS SELECT * FROM raw.{stem}_versions_landed WHERE {COMMITTED}"
     )
@@ -186,17 +194,18 @@ def ensure_type_tables(con, resource_type: str) -> str:
     con.execute(f"""
         CREATE OR REPLACE VIEW raw.{stem}_current AS
         WITH newest AS (
-            SELECT rowid AS row_id, resource_id, is_deleted, last_updated_at
+            SELECT rowid AS row_id, site_id, resource_id, is_deleted, last_updated_at
             FROM raw.{stem}_versions_landed WHERE {COMMITTED}
             QUALIFY row_number() OVER (
-                PARTITION BY resource_id, is_deleted
+                PARTITION BY site_id, resource_id, is_deleted
                 ORDER BY try_cast(version_id AS BIGINT) DESC NULLS LAST, last_updated_at DESC NULLS LAST,
                          load_seq DESC, line_number DESC) = 1)
         SELECT * FROM raw.{stem}_versions_landed
         WHERE rowid IN (
                 SELECT v.row_id FROM newest v
                 WHERE NOT v.is_deleted
-                  AND NOT EXISTS (SELECT 1 FROM newest d WHERE d.is_deleted AND d.resource_id = v.resource_id
+                  AND NOT EXISTS (SELECT 1 FROM newest d WHERE d.is_deleted AND d.site_id = v.site_id
+                                  AND d.resource_id = v.resource_id
                                   AND d.last_updated_at >= coalesce(v.last_updated_at, '-infinity')))
             AND coalesce(status, '') NOT IN ({excluded})""")
     return stem

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ingestion.landing import DEFAULT_EXPORT_TYPES
 from ingestion.private_files import tighten
-from ingestion.warehouse import RESOURCE_TYPE_PATTERN, is_resource_type
+from ingestion.warehouse import DEFAULT_SITE, RESOURCE_TYPE_PATTERN, is_resource_type
 
 ENV_PREFIX = "OUTCOMES_"
 
@@ -38,7 +38,7 @@ class Settings:
     clinic_tz: str = "America/Los_Angeles"
     dashboards_dir: Path | None = None
     analytics_path: Path | None = None  # the analysts' database; default analytics.duckdb beside the warehouse
-    site_id: str = "main"  # this EHR connection's site in a network (the lake's site= partition)
+    site_id: str = DEFAULT_SITE  # this EHR connection's site in a network: on every raw row, and the lake's site=
     lake_dir: Path | None = None  # default: lake/ beside the warehouse; OUTCOMES_LAKE=off writes none
     lake_enabled: bool = True
 

@@ -122,6 +122,7 @@ def load(settings: Settings, from_dir: Path | None = None, log: Log = print, pro
     """Landing folder(s) not yet loaded, or any folder of FHIR files -> the DuckDB raw layer."""
     from ingestion.lake import export_committed_loads
     from ingestion.landing import complete_landings
+    from ingestion.load_plan import for_site
     from ingestion.raw_load import Loader, plan_from_directory, plan_from_landing
     from ingestion.warehouse import connect, ensure_raw_schema
 
@@ -130,9 +131,11 @@ def load(settings: Settings, from_dir: Path | None = None, log: Log = print, pro
         ensure_raw_schema(con)
         loader = Loader(con, log=log, progress=_stderr_progress("loading") if progress else None)
         if from_dir is not None:
-            plans = [plan_from_directory(Path(from_dir))]
+            plans = [for_site(plan_from_directory(Path(from_dir)), settings.site_id)]
         else:
-            plans = [plan_from_landing(d) for d in complete_landings(Path(settings.landing))]
+            plans = [
+                for_site(plan_from_landing(d), settings.site_id) for d in complete_landings(Path(settings.landing))
+            ]
             plans = [p for p in plans if not loader.already_committed(p.load_id)]
             if not plans:
                 log(f"load: nothing new in {settings.landing}")

@@ -1,5 +1,6 @@
 select
     resource_id as care_plan_id,
+    site_id,
     status as care_plan_status,
     json_extract_string(resource, '$.intent') as intent,
     {{ fhir_reference_id('resource', '$.subject.reference', 'Patient') }} as patient_id,

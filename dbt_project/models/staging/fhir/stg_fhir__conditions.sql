@@ -1,5 +1,6 @@
 select
     resource_id as condition_id,
+    site_id,
     {{ fhir_reference_id('resource', '$.subject.reference', 'Patient') }} as patient_id,
     {{ fhir_codings('resource', '$.code.coding') }} as codings,
     json_extract_string(resource, '$.code.text') as condition_text,

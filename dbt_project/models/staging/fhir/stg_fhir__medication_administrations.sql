@@ -1,5 +1,6 @@
 select
     resource_id as medication_administration_id,
+    site_id,
     version_id,
     status as administration_status,
     {{ fhir_reference_id('resource', '$.subject.reference', 'Patient') }} as patient_id,

@@ -1,5 +1,6 @@
 select
     resource_id as observation_id,
+    site_id,
     version_id,
     status as observation_status,
     is_final,

@@ -1,6 +1,7 @@
 -- Typing only. Names, MRNs, addresses and contacts are not selected: they stay in the raw layer.
 select
     resource_id as patient_id,
+    site_id,
     version_id,
     try_cast(json_extract_string(resource, '$.birthDate') as date) as birth_date,
     json_extract_string(resource, '$.birthDate') as birth_date_raw,
