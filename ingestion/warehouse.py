@@ -211,13 +211,14 @@ def ensure_type_tables(con, resource_type: str) -> str:
     return stem
 
 
-def committed_watermark(con, source: str) -> str | None:
-    """The transactionTime (verbatim) of the newest committed load from `source`."""
+def committed_watermark(con, source: str, site_id: str = DEFAULT_SITE) -> str | None:
+    """The transactionTime (verbatim) of the newest committed load from `source` of `site_id` (in a network
+    each site's EHR has its own clock and its own watermark)."""
     row = con.execute(
         """
         SELECT transaction_time FROM raw.load_log
-        WHERE source = ? AND status = 'committed' AND transaction_time IS NOT NULL
+        WHERE source = ? AND site_id = ? AND status = 'committed' AND transaction_time IS NOT NULL
         ORDER BY transaction_at DESC, load_seq DESC LIMIT 1""",
-        [source],
+        [source, site_id],
     ).fetchall()
     return row[0][0] if row else None

@@ -73,8 +73,11 @@ class Settings:
             "lake_enabled": (get("LAKE") or "").lower() != "off",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if values["landing"] is None:
-            values["landing"] = Path(values["warehouse"]).parent / "landing"
+        if values["landing"] is None:  # each site of a network lands its exports apart
+            site = values["site_id"]
+            values["landing"] = Path(values["warehouse"]).parent / (
+                "landing" if site == DEFAULT_SITE else f"landing-{site}"
+            )
         return cls(**values).validated()
 
     def validated(self) -> Settings:

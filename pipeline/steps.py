@@ -69,7 +69,7 @@ def extract(settings: Settings, full: bool = False, log: Log = print) -> Extract
             tables = con.execute(
                 "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name = 'load_log'"
             ).fetchall()
-            since = committed_watermark(con, settings.source_name) if tables else None
+            since = committed_watermark(con, settings.source_name, settings.site_id) if tables else None
         finally:
             con.close()
     http = httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -124,3 +125,16 @@ def test_private_umask_makes_new_files_0600_and_folders_0700(tmp_path):
         (tmp_path / "d" / "f").write_text("phi")
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "d" / "f").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_network_site_lands_apart_and_names_its_lake_folder():
+    single = Settings.from_env({"OUTCOMES_WAREHOUSE": "/srv/wh/warehouse.duckdb"})
+    assert single.site_id == "main" and single.landing == Path("/srv/wh/landing")
+    assert single.lake == Path("/srv/wh/lake")
+    north = Settings.from_env({"OUTCOMES_WAREHOUSE": "/srv/wh/warehouse.duckdb", "OUTCOMES_SITE_ID": "north-2"})
+    assert north.landing == Path("/srv/wh/landing-north-2") and north.lake == Path("/srv/wh/lake")
+    assert Settings.from_env({"OUTCOMES_LAKE": "off"}).lake is None
+    assert Settings.from_env({"OUTCOMES_LAKE": "/data/lake"}).lake == Path("/data/lake")
+    for bad in ("north/../x", "two words", "-lead"):
+        with pytest.raises(ValueError, match="OUTCOMES_SITE_ID"):
+            Settings.from_env({"OUTCOMES_SITE_ID": bad})
