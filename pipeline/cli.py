@@ -18,9 +18,31 @@ DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 # --- ehr ---------------------------------------------------------------------------------------------
 def cmd_ehr_generate(args: argparse.Namespace) -> int:
     from ehr_simulator.generate import continue_clinic, generate, load_config
+    from ehr_simulator.network import continue_network, generate_network, is_network
     from ehr_simulator.params import GeneratorConfig, MessRates
 
     out = Path(args.out)
+    if args.continue_days and is_network(out):
+        for site_id, manifest in continue_network(out, args.continue_days, _progress("patients")).items():
+            print(
+                f"extended {site_id} in {out / site_id} by {args.continue_days} day(s): as-of "
+                f"{manifest['transactionTime']}"
+            )
+        return 0
+    if args.sites > 1 and not args.continue_days:
+        if args.patients is None:
+            raise CliError("--patients is required: the network's patients, split between its sites")
+        base = GeneratorConfig(
+            patients=args.patients, seed=args.seed if args.seed is not None else 42, file_mess=args.file_mess
+        )
+        if args.no_mess:
+            base = dataclasses.replace(base, mess=MessRates.off())
+        manifests = generate_network(base, args.sites, out, _progress("patients"))
+        for site_id, manifest in manifests.items():
+            lines = sum(o["count"] for o in manifest["output"])
+            print(f"generated {site_id} in {out / site_id}: {lines:,} lines, as-of {manifest['transactionTime']}")
+        print(f"  sites, volumes and effect sizes: {out / 'network.json'}; load each with OUTCOMES_SITE_ID=<site>")
+        return 0
     if args.continue_days:
         if args.patients is not None or args.seed is not None:
             raise CliError("--continue-days extends the clinic already in --out; drop --patients/--seed")
@@ -156,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=0,
         help="extend the clinic already in --out by D more days (new and amended resources)",
+    )
+    g.add_argument(
+        "--sites",
+        type=_positive,
+        default=1,
+        help="a network of N clinics (site-1 ... site-N under --out), each with its own patients, volume and "
+        "effect sizes; --patients is the network's total",
     )
     g.add_argument("--no-mess", action="store_true", help="switch off all real-world EHR mess")
     g.add_argument(

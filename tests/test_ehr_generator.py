@@ -237,3 +237,36 @@ def test_latent_outcomes_match_configured_parameters(tmp_path):
     both = [c for c in per_course.values() if {"clinician", "self"} <= set(c)]
     disagree = sum(c["clinician"]["latent_responder"] != c["self"]["latent_responder"] for c in both) / len(both)
     assert 0.1 <= disagree <= 0.4
+
+
+def test_a_network_is_a_clinic_per_site_with_its_own_ids_volume_and_effects(tmp_path):
+    from ehr_simulator.network import generate_network
+
+    base = GeneratorConfig(patients=90, seed=5)
+    generate_network(base, 3, tmp_path / "a")
+    generate_network(base, 3, tmp_path / "b")
+    network = json.loads((tmp_path / "a" / "network.json").read_text())
+    assert network == json.loads((tmp_path / "b" / "network.json").read_text())  # same seed, same network
+    assert (tmp_path / "a" / "site-2" / "Patient.ndjson").read_bytes() == (
+        tmp_path / "b" / "site-2" / "Patient.ndjson"
+    ).read_bytes()
+    sites = network["sites"]
+    assert list(sites) == ["site-1", "site-2", "site-3"] and abs(sum(s["patients"] for s in sites.values()) - 90) <= 2
+    assert len({s["patients"] for s in sites.values()}) > 1  # volumes differ
+    ids: list[set] = []
+    for site_id, s in sites.items():
+        params = json.loads((tmp_path / "a" / site_id / "truth" / "parameters.json").read_text())["params"]
+        assert params["clinician_response"] == pytest.approx(
+            min(0.9, base.params.clinician_response * s["clinician_response_factor"])
+        )
+        assert params["relapse_median_days"]["ketamine_only"] == pytest.approx(
+            base.params.relapse_median_days["ketamine_only"] * s["relapse_median_factor"]
+        )
+        lines = (tmp_path / "a" / site_id / "Patient.ndjson").read_text().splitlines()
+        ids.append({json.loads(x)["id"] for x in lines if x.startswith("{")})
+    assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])  # no id shared by two sites
+    # the next days of the network: every site moves on
+    outcomes("ehr", "generate", "--continue-days", "5", "--out", str(tmp_path / "a"))
+    for site_id in sites:
+        cfg = json.loads((tmp_path / "a" / site_id / "truth" / "parameters.json").read_text())
+        assert cfg["continue_days"] == 5, site_id
