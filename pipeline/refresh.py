@@ -62,7 +62,7 @@ def _run(settings: Settings, from_dir: Path | None, full: bool, log) -> dict:
     log(
         f"  quality: passed; {summary['quality']['raw_quarantined']:,} records quarantined, "
         f"{summary['quality']['raw_warnings'] + summary['quality']['mart_warnings']} warnings "
-        f"(Data Docs: {summary['quality']['docs']})"
+        f"(Data Docs: {summary['quality']['docs'] or 'off'})"
     )
     log(f"  warehouse: {settings.warehouse} (marts published to schema marts)")
     log(f"  analysts' database: {settings.analytics_db}")

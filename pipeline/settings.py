@@ -41,6 +41,8 @@ class Settings:
     site_id: str = DEFAULT_SITE  # this EHR connection's site in a network: on every raw row, and the lake's site=
     lake_dir: Path | None = None  # default: lake/ beside the warehouse; OUTCOMES_LAKE=off writes none
     lake_enabled: bool = True
+    # GX Data Docs (HTML pages of every validation, with sample failing values): on unless OUTCOMES_DATA_DOCS=off
+    data_docs: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -71,6 +73,7 @@ class Settings:
             "site_id": get("SITE_ID") or cls.site_id,
             "lake_dir": Path(p) if (p := get("LAKE")) and p.lower() != "off" else None,
             "lake_enabled": (get("LAKE") or "").lower() != "off",
+            "data_docs": (get("DATA_DOCS") or "on").lower() != "off",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["landing"] is None:  # each site of a network lands its exports apart

@@ -275,13 +275,14 @@ def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, ful
                 "raw",
                 raw_frames(scoped=not scope.full),
                 lambda gx: raw_checks(gx, now),
-                quality_docs_dir(settings),
+                quality_docs_dir(settings) if settings.data_docs else None,
                 log,
                 scope=scope,
                 fingerprint=fingerprint,
             )
         else:
-            result = run_suite(con, "marts", mart_frames(BUILD_SCHEMA), mart_checks, quality_docs_dir(settings), log)
+            docs = quality_docs_dir(settings) if settings.data_docs else None
+            result = run_suite(con, "marts", mart_frames(BUILD_SCHEMA), mart_checks, docs, log)
     finally:
         con.close()
     for line in result.summary_lines():
@@ -290,7 +291,8 @@ def _gate(settings: Settings, suite: str, log: Log, raise_on_critical: bool, ful
         raise QualityGateError(
             f"{suite} quality gate failed: "
             + "; ".join(result.critical_failures)
-            + f" (details: quality.expectation_results run {result.run_id}; {result.docs_index})"
+            + f" (details: quality.expectation_results run {result.run_id}"
+            + (f"; {result.docs_index})" if result.docs_index else ")")
         )
     return result
 

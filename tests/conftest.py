@@ -78,12 +78,18 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         _launcher.close()
 
 
+# GX's Data Docs cost ~1 s a gate to render; the tests that read them (test_quality's and test_hostile_input's
+# nights, and the demo) switch them on, every other night runs without them
+QUIET_DEFAULTS = {"OUTCOMES_DATA_DOCS": "off"}
+DATA_DOCS_ON = {"OUTCOMES_DATA_DOCS": "on"}
+
+
 def outcomes(
     *args: str, check: bool = True, env: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     """Run the `outcomes` CLI in its own process: forked from the worker's pre-imported interpreter, or the
     console script itself (OUTCOMES_TESTS_FORK=0); the same entry point, exit code and output either way."""
-    full_env = {**os.environ, **(env or {})}
+    full_env = {**os.environ, **QUIET_DEFAULTS, **(env or {})}
     launcher = _forked()
     if launcher is not None:
         proc = launcher.run(list(args), full_env, ROOT, timeout)

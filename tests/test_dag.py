@@ -153,6 +153,7 @@ class _Clinic:
             "OUTCOMES_CLIENT_ID": "dag-test",
             "OUTCOMES_PRIVATE_KEY_PATH": str(key),
             "AIRFLOW_VAR_OUTCOMES_WAREHOUSE": str(self.warehouse),
+            "OUTCOMES_DATA_DOCS": "off",  # the quality tests read them
         }
 
     def cli_env(self, warehouse: Path | None = None) -> dict[str, str]:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import duckdb
 import orjson
 import pytest
-from conftest import outcomes
+from conftest import DATA_DOCS_ON, outcomes
 
 from ehr_simulator.generate import generate
 from ehr_simulator.params import GeneratorConfig, MessRates
@@ -94,7 +94,7 @@ def hostile_night(tmp_path_factory):
     with open(clinic / "MedicationAdministration.ndjson", "ab") as f:
         f.write(orjson.dumps(early) + b"\n")
     wh = root / "warehouse.duckdb"
-    proc = outcomes("refresh", "--from-dir", str(clinic), "--warehouse", str(wh))
+    proc = outcomes("refresh", "--from-dir", str(clinic), "--warehouse", str(wh), env=DATA_DOCS_ON)
     return clinic, wh, proc, {"moved": moved, "conflicted": conflicted}
 
 

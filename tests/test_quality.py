@@ -9,7 +9,7 @@ import duckdb
 import orjson
 import pytest
 from browser import NO_NETWORK, dom
-from conftest import outcomes
+from conftest import DATA_DOCS_ON, outcomes
 
 from dashboards.status import read_status
 from ehr_simulator.generate import generate
@@ -60,7 +60,7 @@ def defective_refresh(tmp_path_factory):
     with open(clinic / "MedicationAdministration.ndjson", "ab") as f:
         f.write(orjson.dumps(ma) + b"\n")
     wh = root / "warehouse.duckdb"
-    proc = outcomes("refresh", "--from-dir", str(clinic), "--warehouse", str(wh))
+    proc = outcomes("refresh", "--from-dir", str(clinic), "--warehouse", str(wh), env=DATA_DOCS_ON)
     return clinic, wh, proc
 
 

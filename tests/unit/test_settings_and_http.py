@@ -134,6 +134,7 @@ def test_a_network_site_lands_apart_and_names_its_lake_folder():
     north = Settings.from_env({"OUTCOMES_WAREHOUSE": "/srv/wh/warehouse.duckdb", "OUTCOMES_SITE_ID": "north-2"})
     assert north.landing == Path("/srv/wh/landing-north-2") and north.lake == Path("/srv/wh/lake")
     assert Settings.from_env({"OUTCOMES_LAKE": "off"}).lake is None
+    assert Settings.from_env({}).data_docs and not Settings.from_env({"OUTCOMES_DATA_DOCS": "off"}).data_docs
     assert Settings.from_env({"OUTCOMES_LAKE": "/data/lake"}).lake == Path("/data/lake")
     for bad in ("north/../x", "two words", "-lead"):
         with pytest.raises(ValueError, match="OUTCOMES_SITE_ID"):
