@@ -16,10 +16,21 @@ DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 
 
 # --- ehr ---------------------------------------------------------------------------------------------
+def _generator_config(args: argparse.Namespace, without_patients: str):
+    """The clinic (or network) the generate options describe; seed 42 by default."""
+    from ehr_simulator.params import GeneratorConfig, MessRates
+
+    if args.patients is None:
+        raise CliError(without_patients)
+    cfg = GeneratorConfig(
+        patients=args.patients, seed=args.seed if args.seed is not None else 42, file_mess=args.file_mess
+    )
+    return dataclasses.replace(cfg, mess=MessRates.off()) if args.no_mess else cfg
+
+
 def cmd_ehr_generate(args: argparse.Namespace) -> int:
     from ehr_simulator.generate import continue_clinic, generate, load_config
     from ehr_simulator.network import continue_network, generate_network, is_network
-    from ehr_simulator.params import GeneratorConfig, MessRates
 
     out = Path(args.out)
     if args.continue_days and is_network(out):
@@ -30,13 +41,7 @@ def cmd_ehr_generate(args: argparse.Namespace) -> int:
             )
         return 0
     if args.sites > 1 and not args.continue_days:
-        if args.patients is None:
-            raise CliError("--patients is required: the network's patients, split between its sites")
-        base = GeneratorConfig(
-            patients=args.patients, seed=args.seed if args.seed is not None else 42, file_mess=args.file_mess
-        )
-        if args.no_mess:
-            base = dataclasses.replace(base, mess=MessRates.off())
+        base = _generator_config(args, "--patients is required: the network's patients, split between its sites")
         manifests = generate_network(base, args.sites, out, _progress("patients"))
         for site_id, manifest in manifests.items():
             lines = sum(o["count"] for o in manifest["output"])
@@ -56,13 +61,7 @@ def cmd_ehr_generate(args: argparse.Namespace) -> int:
             f"{manifest['transactionTime']}"
         )
     else:
-        if args.patients is None:
-            raise CliError("--patients is required (or --continue-days D to extend an existing clinic)")
-        cfg = GeneratorConfig(
-            patients=args.patients, seed=args.seed if args.seed is not None else 42, file_mess=args.file_mess
-        )
-        if args.no_mess:
-            cfg = dataclasses.replace(cfg, mess=MessRates.off())
+        cfg = _generator_config(args, "--patients is required (or --continue-days D to extend an existing clinic)")
         manifest = generate(cfg, out, _progress("patients"))
         print(
             f"generated clinic in {out}: {args.patients} patients, seed {cfg.seed}, as-of {manifest['transactionTime']}"

@@ -21,16 +21,22 @@ COHORTS = [
 ]
 
 
+def _keys(dimension: str, cohort: str, label: str) -> dict:
+    return {
+        "cohort_dimension": dimension,
+        "cohort": cohort,
+        "cohort_label": label,
+        "protocol": "ketamine_only",
+        "instrument": "madrs",
+    }
+
+
 def _summary() -> pl.DataFrame:
     rows = []
     for dimension, cohort, label, evaluable, responders in COHORTS:
         rows.append(
             {
-                "cohort_dimension": dimension,
-                "cohort": cohort,
-                "cohort_label": label,
-                "protocol": "ketamine_only",
-                "instrument": "madrs",
+                **_keys(dimension, cohort, label),
                 "rater": "clinician",
                 "n_courses": evaluable,
                 "n_evaluable": evaluable,
@@ -59,11 +65,7 @@ def _survival() -> pl.DataFrame:
         for day, at_risk, relapsed, survival in ((0, responders, 0, 1.0), (20, responders, responders // 2, 0.5)):
             rows.append(
                 {
-                    "cohort_dimension": dimension,
-                    "cohort": cohort,
-                    "cohort_label": label,
-                    "protocol": "ketamine_only",
-                    "instrument": "madrs",
+                    **_keys(dimension, cohort, label),
                     "day": day,
                     "n_at_risk": at_risk,
                     "n_relapsed": relapsed,
