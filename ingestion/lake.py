@@ -58,11 +58,13 @@ def export_committed_loads(con, root: Path, site_id: str, log: Callable[[str], N
             tmp = site / f".{final.name}.tmp"
             tmp.mkdir()
             for table in tables:
-                where = f"load_id = '{_sql_text(load_id)}'"
-                if not con.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchall()[0][0]:
-                    continue  # a type this load did not bring
-                target = _sql_text(str(tmp / f"{_file_name(table)}.parquet"))
-                con.execute(f"COPY (SELECT * FROM {table} WHERE {where}) TO '{target}' {PARQUET}")
+                target = tmp / f"{_file_name(table)}.parquet"
+                rows = con.execute(
+                    f"COPY (SELECT * FROM {table} WHERE load_id = '{_sql_text(load_id)}') "
+                    f"TO '{_sql_text(str(target))}' {PARQUET}"
+                ).fetchall()[0][0]
+                if not rows:
+                    target.unlink()  # a type this load did not bring
             tmp.rename(final)
             written.append(load_seq)
     if written:

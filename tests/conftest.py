@@ -78,8 +78,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         _launcher.close()
 
 
-# GX's Data Docs cost ~1 s a gate to render; the tests that read them (test_quality's and test_hostile_input's
-# nights, and the demo) switch them on, every other night runs without them
+# GX's Data Docs take a while to render at every gate: the tests that read them (test_quality's and
+# test_hostile_input's nights) switch them on, every other night runs without them
 QUIET_DEFAULTS = {"OUTCOMES_DATA_DOCS": "off"}
 DATA_DOCS_ON = {"OUTCOMES_DATA_DOCS": "on"}
 
