@@ -183,32 +183,46 @@ def ensure_type_tables(con, resource_type: str) -> str:
     con.execute(
         f"CREATE OR REPLACE VIEW raw.{stem}_versions AS SELECT * FROM raw.{stem}_versions_landed WHERE {COMMITTED}"
     )
-    # Analytics see the newest version of each resource; deletions and retractions (entered-in-error,
-    # kept in the versions table for audit) remove it, and a cancelled Observation never happened.
-    excluded = "'entered-in-error', 'cancelled'" if resource_type == "Observation" else "'entered-in-error'"
-    # The newest version is the highest versionId where the server numbers its versions, then the latest
-    # lastUpdated (one dated after its export never got here: the load quarantines it); a deletion from an
-    # export's deleted[] (a tombstone, dated at that export's transactionTime) removes what was updated before
-    # it. Ranked on narrow columns and the winners fetched by rowid: a window carrying the raw JSON would sort
-    # (and, past the memory limit, spill) every stored version's text.
-    con.execute(f"""
-        CREATE OR REPLACE VIEW raw.{stem}_current AS
+    con.execute(f"CREATE OR REPLACE VIEW raw.{stem}_current AS {current_versions_sql(stem)}")
+    return stem
+
+
+def current_versions_sql(stem: str, engine: str = "duckdb") -> str:
+    """The current version of each resource of a type, from its stored versions: the query behind
+    raw.<stem>_current in the warehouse, and behind the same view in Spark's catalogue over the lake.
+
+    Analytics see the newest version of each resource; deletions and retractions (entered-in-error, kept in
+    the versions table for audit) remove it, and a cancelled Observation never happened. The newest version is
+    the highest versionId where the server numbers its versions, then the latest lastUpdated (one dated after
+    its export never got here: the load quarantines it); a deletion from an export's deleted[] (a tombstone,
+    dated at that export's transactionTime) removes what was updated before it. In DuckDB the ranking runs on
+    narrow columns and the winners are fetched by rowid (a window carrying the raw JSON would sort, and past
+    the memory limit spill, every stored version's text); Spark has no rowid and ranks whole rows."""
+    excluded = "'entered-in-error', 'cancelled'" if stem == "observation" else "'entered-in-error'"
+    newest_first = """row_number() OVER (
+                PARTITION BY site_id, resource_id, is_deleted
+                ORDER BY try_cast(version_id AS BIGINT) DESC NULLS LAST, last_updated_at DESC NULLS LAST,
+                         load_seq DESC, line_number DESC) = 1"""
+    not_deleted = """NOT v.is_deleted
+                  AND NOT EXISTS (SELECT 1 FROM newest d WHERE d.is_deleted AND d.site_id = v.site_id
+                                  AND d.resource_id = v.resource_id
+                                  AND d.last_updated_at >= coalesce(v.last_updated_at, TIMESTAMP '0001-01-01'))"""
+    if engine == "spark":
+        return f"""
+        WITH newest AS (SELECT * FROM raw.{stem}_versions QUALIFY {newest_first})
+        SELECT v.* FROM newest v
+        WHERE {not_deleted}
+            AND coalesce(v.status, '') NOT IN ({excluded})"""
+    return f"""
         WITH newest AS (
             SELECT rowid AS row_id, site_id, resource_id, is_deleted, last_updated_at
             FROM raw.{stem}_versions_landed WHERE {COMMITTED}
-            QUALIFY row_number() OVER (
-                PARTITION BY site_id, resource_id, is_deleted
-                ORDER BY try_cast(version_id AS BIGINT) DESC NULLS LAST, last_updated_at DESC NULLS LAST,
-                         load_seq DESC, line_number DESC) = 1)
+            QUALIFY {newest_first})
         SELECT * FROM raw.{stem}_versions_landed
         WHERE rowid IN (
                 SELECT v.row_id FROM newest v
-                WHERE NOT v.is_deleted
-                  AND NOT EXISTS (SELECT 1 FROM newest d WHERE d.is_deleted AND d.site_id = v.site_id
-                                  AND d.resource_id = v.resource_id
-                                  AND d.last_updated_at >= coalesce(v.last_updated_at, '-infinity')))
-            AND coalesce(status, '') NOT IN ({excluded})""")
-    return stem
+                WHERE {not_deleted})
+            AND coalesce(status, '') NOT IN ({excluded})"""
 
 
 def committed_watermark(con, source: str, site_id: str = DEFAULT_SITE) -> str | None:

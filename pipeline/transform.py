@@ -41,13 +41,17 @@ def dbt_target_dir(warehouse: Path) -> Path:
     return Path(warehouse).resolve().parent / "dbt_target"
 
 
-def dbt_invoke(warehouse: Path, args: list[str], dbt_vars: dict | None = None, quiet: bool = False):
-    """Run one dbt command against `warehouse`; returns dbt's result object."""
+def dbt_invoke(
+    warehouse: Path, args: list[str], dbt_vars: dict | None = None, quiet: bool = False, target: str = "default"
+):
+    """Run one dbt command against `warehouse` (target `spark`: in the process's Spark session); returns dbt's
+    result object."""
     from dbt.cli.main import dbtRunner
 
     project = Path(os.environ.get("OUTCOMES_DBT_PROJECT_DIR", DBT_PROJECT))
     cli = [*args, "--project-dir", str(project), "--profiles-dir", str(project)]
-    cli += ["--target-path", str(dbt_target_dir(warehouse))]
+    target_path = dbt_target_dir(warehouse) if target == "default" else dbt_target_dir(warehouse) / target
+    cli += ["--target", target, "--target-path", str(target_path)]
     if dbt_vars:
         cli += ["--vars", json.dumps(dbt_vars)]
     if quiet:
@@ -94,6 +98,7 @@ def build(
     unit_tests: bool = False,
     data_tests: bool = True,
     staging_current: bool = False,
+    target: str = "default",
 ) -> dict:
     """`dbt build` (incremental models rebuilt whole if `full_refresh`); raises TransformError naming what
     failed. Unit tests run only if asked: their fixtures are fixed, so they test the code, not the night's
@@ -109,7 +114,7 @@ def build(
         args += ["--exclude-resource-type", "unit_test"]
     if not data_tests:
         args += ["--exclude-resource-type", "test"]
-    result = dbt_invoke(warehouse, args, dbt_vars, quiet)
+    result = dbt_invoke(warehouse, args, dbt_vars, quiet, target)
     if result.exception is not None:
         raise TransformError(f"dbt could not run: {result.exception}")
     statuses: dict[str, int] = {}

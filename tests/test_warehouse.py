@@ -90,8 +90,9 @@ def test_mart_columns_have_the_types_an_analyst_expects(clinic_warehouse):
     assert counts and all(d in ("INTEGER", "BIGINT") for _, _, d in counts), counts
 
 
-def test_relapse_free_survival_matches_lifelines_in_every_cohort(clinic_warehouse):
+def test_relapse_free_survival_and_logrank_match_lifelines_in_every_cohort(clinic_warehouse):
     from lifelines import KaplanMeierFitter
+    from lifelines.statistics import logrank_test
 
     from pipeline.settings import Settings
 
@@ -182,6 +183,38 @@ def test_relapse_free_survival_matches_lifelines_in_every_cohort(clinic_warehous
             assert row["ci_lower"] <= row["survival"] <= row["ci_upper"]
             checked += 1
     assert checked > 2000 and medians_checked >= 40
+
+    # the log-rank p-values (SQL) against lifelines' logrank_test, each protocol's responders against the
+    # reference protocol's in the same cohort and on the same scale
+    reference = summary["reference_protocol"][0]
+    tests_checked = 0
+    for (dimension, cohort, protocol, instrument), group in durations.group_by(
+        ["cohort_dimension", "cohort", "protocol", "instrument"]
+    ):
+        got = summary.filter(
+            (pl.col("cohort_dimension") == dimension)
+            & (pl.col("cohort") == cohort)
+            & (pl.col("protocol") == protocol)
+            & (pl.col("instrument") == instrument)
+        )["logrank_p_vs_reference"][0]
+        theirs = durations.filter(
+            (pl.col("cohort_dimension") == dimension)
+            & (pl.col("cohort") == cohort)
+            & (pl.col("protocol") == reference)
+            & (pl.col("instrument") == instrument)
+        )
+        if protocol == reference or theirs.is_empty() or not (group["relapsed"].any() or theirs["relapsed"].any()):
+            assert got is None, (cohort, protocol, instrument)
+            continue
+        want = logrank_test(
+            group["days_to_relapse_or_censor"].to_numpy().astype(float),
+            theirs["days_to_relapse_or_censor"].to_numpy().astype(float),
+            event_observed_A=group["relapsed"].to_numpy(),
+            event_observed_B=theirs["relapsed"].to_numpy(),
+        ).p_value
+        assert got == pytest.approx(want, abs=1e-12, rel=1e-9), (cohort, protocol, instrument)
+        tests_checked += 1
+    assert tests_checked >= 40
 
 
 def test_recovered_rates_and_relapse_medians_match_the_truth(clinic_warehouse):

@@ -2,12 +2,12 @@
 
 {#- The id part of a reference ("Patient/123", "https://ehr/fhir/Patient/123" or "urn:uuid:123"). -#}
 {% macro fhir_reference_id(json_col, path, resource_type) -%}
-    regexp_extract(json_extract_string({{ json_col }}, '{{ path }}'), '(?:{{ resource_type }}/|urn:uuid:)([^/]+)$', 1)
+    regexp_extract({{ json_text(json_col, path) }}, '(?:{{ resource_type }}/|urn:uuid:)([^/]+)$', 1)
 {%- endmacro %}
 
 {#- A list of {system, code, display} structs from a CodeableConcept's coding array. -#}
 {% macro fhir_codings(json_col, path) -%}
-    from_json(json_extract({{ json_col }}, '{{ path }}'), '[{"system":"VARCHAR","code":"VARCHAR","display":"VARCHAR"}]')
+    {{ json_codings(json_col, path) }}
 {%- endmacro %}
 
 {#- An instant for a FHIR dateTime string. Date-only values become the clinic-local midnight of that day
@@ -15,8 +15,8 @@
     (YYYY or YYYY-MM) cannot be placed and stay NULL. -#}
 {% macro fhir_datetime(expr) -%}
     case
-        when length({{ expr }}) = 10 then timezone('{{ var("clinic_timezone") }}', try_cast({{ expr }} as date)::timestamp)
-        when length({{ expr }}) > 10 then try_cast({{ expr }} as timestamptz)
+        when length({{ expr }}) = 10 then {{ clinic_wall_clock_to_instant('cast(try_cast(' ~ expr ~ ' as date) as timestamp)') }}
+        when length({{ expr }}) > 10 then try_cast({{ expr }} as {{ instant_type() }})
     end
 {%- endmacro %}
 
@@ -27,7 +27,7 @@
 
 {#- The clinic-local calendar date of an instant. -#}
 {% macro local_date(ts) -%}
-    (timezone('{{ var("clinic_timezone") }}', {{ ts }}))::date
+    cast({{ instant_to_clinic_wall_clock(ts) }} as date)
 {%- endmacro %}
 
 {#- Leave out records the quality gate quarantined (quality.quarantined_records, rewritten each run). -#}
@@ -50,7 +50,7 @@
 {#- The ids of the rows of `relation` with any coding in the value-set seed `value_set` (code_system, code). -#}
 {% macro ids_coded_in(relation, id_column, codings_column, value_set) -%}
     select distinct coded.{{ id_column }}
-    from (select {{ id_column }}, unnest({{ codings_column }}) as coding from {{ relation }}) as coded
+    from (select {{ id_column }}, {{ unnest_list(codings_column) }} as coding from {{ relation }}) as coded
     inner join {{ ref(value_set) }} as value_set
         on coded.coding.system = value_set.code_system and coded.coding.code = value_set.code
 {%- endmacro %}

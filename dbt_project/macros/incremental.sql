@@ -46,3 +46,9 @@
         true
     {%- endif -%}
 {%- endmacro %}
+
+{#- Incremental where the engine can delete the revised rows (DuckDB); a table rebuilt from the lake on each
+    run on Spark, whose Parquet tables take no DELETE (the Spark engine rebuilds its catalogue every run). -#}
+{% macro incremental_where_supported() -%}
+    {{- return('incremental' if target.type != 'spark' else 'table') -}}
+{%- endmacro %}

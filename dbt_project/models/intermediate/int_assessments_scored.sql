@@ -1,5 +1,5 @@
 {{ config(
-    materialized='incremental',
+    materialized=incremental_where_supported(),
     unique_key='assessment_id',
     incremental_strategy='delete+insert',
     on_schema_change='append_new_columns',
@@ -20,7 +20,7 @@ catalogue as (
 ),
 
 codings as (
-    select observation_id, unnest(codings) as coding from observations
+    select observation_id, {{ unnest_list('codings') }} as coding from observations
 ),
 
 mapped as (

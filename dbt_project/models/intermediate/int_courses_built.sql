@@ -25,8 +25,8 @@ courses as (
 
 select
     *,
-    first_infusion_at - to_days({{ var('baseline_window_days') }}) as window_start_at,
-    lead(first_infusion_at - to_days({{ var('baseline_window_days') }}))
+    first_infusion_at - interval {{ var('baseline_window_days') }} day as window_start_at,
+    lead(first_infusion_at - interval {{ var('baseline_window_days') }} day)
         over (partition by patient_id order by course_number) as window_end_at,
-    last_induction_infusion_at + to_days({{ var('endpoint_window_days') }}) as endpoint_window_end_at
+    last_induction_infusion_at + interval {{ var('endpoint_window_days') }} day as endpoint_window_end_at
 from courses

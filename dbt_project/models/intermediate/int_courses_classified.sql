@@ -40,12 +40,14 @@ session_counts as (
 ),
 
 inferred as (
-    select sessions.course_id, protocols.protocol
-    from sessions
-    inner join protocols on sessions.modality = protocols.inferred_from_modality
-    group by sessions.course_id, protocols.protocol, protocols.inference_priority
-    qualify row_number() over (partition by sessions.course_id
-                               order by count(*) desc, protocols.inference_priority) = 1
+    select course_id, protocol
+    from (
+        select sessions.course_id, protocols.protocol, protocols.inference_priority, count(*) as sessions
+        from sessions
+        inner join protocols on sessions.modality = protocols.inferred_from_modality
+        group by sessions.course_id, protocols.protocol, protocols.inference_priority
+    ) as counted
+    qualify row_number() over (partition by course_id order by sessions desc, inference_priority) = 1
 )
 
 select
@@ -58,7 +60,7 @@ select
     coalesce(session_counts.sessions_on_infusion_days, 0) as sessions_on_infusion_days,
     courses.induction_infusions >= {{ var('induction_infusions') }} as completed_induction,
     courses.induction_infusions >= {{ var('induction_infusions') }}
-        and date_diff('day', courses.first_infusion_date, courses.final_induction_date)
+        and {{ units_between('day', 'courses.first_infusion_date', 'courses.final_induction_date') }}
             <= {{ var('adherence_window_days') }}
         and coalesce(session_counts.sessions_on_infusion_days, 0) = 0 as adherent
 from courses

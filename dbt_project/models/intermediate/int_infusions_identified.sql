@@ -1,7 +1,7 @@
 -- Infusions: the ketamine administrations not in quarantine, with the weight for mg/kg doses. Rebuilt whole
 -- each night (no JSON is read here): a newly recorded weight can change an old infusion's dose per kg.
 with ketamine as (
-    select * exclude (load_seq) from {{ ref('int_ketamine_administrations_identified') }}
+    select {{ star_except(['load_seq']) }} from {{ ref('int_ketamine_administrations_identified') }}
     where {{ not_quarantined('MedicationAdministration', 'medication_administration_id') }}
         and {{ patient_not_quarantined('patient_id') }}
 ),
@@ -13,19 +13,23 @@ weights as (
     qualify row_number() over (partition by patient_id, measured_at order by load_seq desc, observation_id desc) = 1
 ),
 
-with_prior_weight as (
-    select ketamine.*, weights.weight_kg as prior_weight_kg
+weights_around as (
+    -- the weight at or before the infusion (the newest), else the first one recorded after it
+    select
+        ketamine.medication_administration_id,
+        max_by(weights.weight_kg, weights.measured_at) filter (where weights.measured_at <= ketamine.started_at)
+            as prior_weight_kg,
+        min_by(weights.weight_kg, weights.measured_at) filter (where weights.measured_at > ketamine.started_at)
+            as later_weight_kg
     from ketamine
-    asof left join weights
-        on ketamine.patient_id = weights.patient_id and ketamine.started_at >= weights.measured_at
+    inner join weights on ketamine.patient_id = weights.patient_id
+    group by ketamine.medication_administration_id
 ),
 
 with_weight as (
-    -- no weight before the infusion: the first one recorded after it
-    select with_prior_weight.*, weights.weight_kg as later_weight_kg
-    from with_prior_weight
-    asof left join weights
-        on with_prior_weight.patient_id = weights.patient_id and with_prior_weight.started_at <= weights.measured_at
+    select ketamine.*, weights_around.prior_weight_kg, weights_around.later_weight_kg
+    from ketamine
+    left join weights_around using (medication_administration_id)
 )
 
 select
@@ -34,7 +38,7 @@ select
     started_at,
     ended_at,
     {{ local_date('started_at') }} as infusion_date,
-    date_diff('minute', started_at, ended_at) as duration_minutes,
+    {{ units_between('minute', 'started_at', 'ended_at') }} as duration_minutes,
     route_code,
     coalesce(prior_weight_kg, later_weight_kg) as weight_kg,
     case when dose_unit = 'mg' then dose_value

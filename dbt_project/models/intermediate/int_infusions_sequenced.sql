@@ -8,7 +8,7 @@ with infusions as (
 gaps as (
     select
         *,
-        date_diff('day', lag(infusion_date) over by_patient, infusion_date) as gap_days
+        {{ units_between('day', 'lag(infusion_date) over by_patient', 'infusion_date') }} as gap_days
     from infusions
     window by_patient as (partition by patient_id order by started_at, infusion_id)
 ),
@@ -21,7 +21,8 @@ courses as (
     select
         *,
         (sum(starts_course::int)
-            over (partition by patient_id order by started_at, infusion_id rows unbounded preceding))::integer
+            over (partition by patient_id order by started_at, infusion_id
+                  rows between unbounded preceding and current row))::integer
             as course_number
     from starts
 ),
@@ -31,7 +32,8 @@ numbered as (
         *,
         (row_number() over by_course)::integer as infusion_number,
         sum(case when not starts_course and gap_days > {{ var('induction_max_gap_days') }} then 1 else 0 end)
-            over (by_course rows unbounded preceding) as long_gaps_so_far
+            over (partition by patient_id, course_number order by started_at, infusion_id
+                  rows between unbounded preceding and current row) as long_gaps_so_far
     from courses
     window by_course as (partition by patient_id, course_number order by started_at, infusion_id)
 )

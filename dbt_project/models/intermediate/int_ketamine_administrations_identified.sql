@@ -1,5 +1,5 @@
 {{ config(
-    materialized='incremental',
+    materialized=incremental_where_supported(),
     unique_key='medication_administration_id',
     incremental_strategy='delete+insert',
     on_schema_change='append_new_columns',
@@ -34,5 +34,4 @@ from administrations
 left join coded_ketamine using (medication_administration_id)
 where coded_ketamine.medication_administration_id is not null
     or administrations.medication_text ilike '{{ var("ketamine_text_pattern") }}'
-    or list_bool_or(list_transform(administrations.medication_codings,
-                                   lambda c: c.display ilike '{{ var("ketamine_text_pattern") }}'))
+    or {{ list_any('administrations.medication_codings', 'c', "c.display ilike '" ~ var('ketamine_text_pattern') ~ "'") }}

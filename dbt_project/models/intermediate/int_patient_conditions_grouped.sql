@@ -1,7 +1,7 @@
 -- Each patient's diagnosis groups (the condition_groups seed) from their ICD-10-CM conditions, leaving out
 -- those entered in error or refuted.
 with codings as (
-    select patient_id, unnest(codings) as coding
+    select patient_id, {{ unnest_list('codings') }} as coding
     from {{ ref('stg_fhir__conditions') }}
     where coalesce(verification_status, 'confirmed') not in ('entered-in-error', 'refuted')
 )
@@ -10,4 +10,4 @@ select distinct codings.patient_id, groups.condition_group, groups.group_label
 from codings
 inner join {{ ref('condition_groups') }} as groups
     on codings.coding.system = 'http://hl7.org/fhir/sid/icd-10-cm'
-    and starts_with(codings.coding.code, groups.code_prefix)
+    and left(codings.coding.code, length(groups.code_prefix)) = groups.code_prefix

@@ -4,7 +4,7 @@
 -- which is why this model ignores --full-refresh.
 select
     patients.patient_id,
-    replace(cast(gen_random_uuid() as varchar), '-', '') as patient_key,
+    {{ random_key() }} as patient_key,
     now() as keyed_at
 from {{ ref('stg_fhir__patients') }} as patients
 {% if is_incremental() %}

@@ -1,5 +1,5 @@
 with sessions as (
-    select * exclude (load_seq) from {{ ref('int_psychotherapy_sessions_identified') }}
+    select {{ star_except(['load_seq']) }} from {{ ref('int_psychotherapy_sessions_identified') }}
     where {{ not_quarantined('Procedure', 'session_id') }} and {{ patient_not_quarantined('patient_id') }}
 ),
 

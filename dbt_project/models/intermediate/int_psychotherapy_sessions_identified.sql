@@ -1,5 +1,5 @@
 {{ config(
-    materialized='incremental',
+    materialized=incremental_where_supported(),
     unique_key='session_id',
     incremental_strategy='delete+insert',
     on_schema_change='append_new_columns',
@@ -17,7 +17,7 @@ with procedures as (
 
 cpt as (
     select procedure_id, coding.code as cpt_code, codes.minutes, codes.is_add_on
-    from (select procedure_id, unnest(codings) as coding from procedures) as c
+    from (select procedure_id, {{ unnest_list('codings') }} as coding from procedures) as c
     inner join {{ ref('psychotherapy_procedure_codes') }} as codes
         on coding.system = codes.code_system and coding.code = codes.code
     qualify row_number() over (partition by procedure_id order by codes.is_add_on, codes.code) = 1
@@ -26,8 +26,9 @@ cpt as (
 modality as (
     select procedure_id, modalities.modality
     from (
-        select procedure_id, unnest(list_concat(coalesce(category_codings, []), coalesce(codings, []))) as coding
-        from procedures
+        select procedure_id, {{ unnest_list('category_codings') }} as coding from procedures
+        union all
+        select procedure_id, {{ unnest_list('codings') }} as coding from procedures
     ) as c
     inner join {{ ref('psychotherapy_modality_codes') }} as modalities
         on coding.system = modalities.code_system and coding.code = modalities.code

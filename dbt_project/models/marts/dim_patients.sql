@@ -33,7 +33,7 @@ aged as (
         keys.patient_key,
         patients.birth_date,
         patients.gender,
-        date_sub('year', patients.birth_date, first_course.first_course_date) as age_at_first_course,
+        {{ whole_units_between('year', 'patients.birth_date', 'first_course.first_course_date') }} as age_at_first_course,
         condition_flags.*
     from keys
     inner join patients on keys.patient_id = patients.patient_id
@@ -43,7 +43,7 @@ aged as (
 
 select
     patient_key,
-    case when age_at_first_course is null or age_at_first_course <= 89 then year(birth_date) end as birth_year,
+    case when age_at_first_course is null or age_at_first_course <= 89 then cast(year(birth_date) as bigint) end as birth_year,
     case when age_at_first_course > 90 then 90 else age_at_first_course end as age_at_first_course,
     coalesce(gender, 'unknown') as sex,
     coalesce(has_depression, false) as has_depression,

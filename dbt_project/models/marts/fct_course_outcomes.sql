@@ -22,7 +22,7 @@ course_status as (
             when courses.next_course_at is not null then 'closed'
             when courses.induction_infusions < {{ var('induction_infusions') }}
                 and cutoff.cutoff_at - courses.last_induction_infusion_at
-                    <= to_days({{ var('induction_max_gap_days') }}) then 'in_induction'
+                    <= interval {{ var('induction_max_gap_days') }} day then 'in_induction'
             when courses.endpoint_window_end_at > cutoff.cutoff_at then 'awaiting_endpoint'
             else 'in_follow_up'
         end as course_status
@@ -57,7 +57,7 @@ windowed as (
     inner join catalogue on assessments.instrument = catalogue.instrument
     inner join course_status
         on assessments.patient_id = course_status.patient_id
-        and assessments.assessed_at >= course_status.first_infusion_at - to_days({{ var('baseline_window_days') }})
+        and assessments.assessed_at >= course_status.first_infusion_at - interval {{ var('baseline_window_days') }} day
         and (course_status.next_course_at is null
              or {{ local_date('assessments.assessed_at') }} < {{ local_date('course_status.next_course_at') }})
 ),
@@ -240,8 +240,8 @@ select
         else 'censored'
     end as relapse_status,
     case when resolved.is_responder
-         then date_diff('day', resolved.last_induction_date,
-                        {{ local_date('coalesce(resolved.relapse_at, resolved.censor_at)') }})::integer
+         then ({{ units_between('day', 'resolved.last_induction_date',
+                                local_date('coalesce(resolved.relapse_at, resolved.censor_at)')) }})::integer
     end as days_to_relapse_or_censor,
     case when resolved.is_responder and resolved.relapse_at is not null then
         case resolved.relapse_at

@@ -32,7 +32,9 @@ tallies as (
         count(*) filter (where clinician_responder and not self_responder) as n_clinician_only,
         count(*) filter (where not clinician_responder and self_responder) as n_self_only,
         count(*) filter (where not clinician_responder and not self_responder) as n_neither,
-        corr(clinician_pct_change, self_pct_change) as pct_change_correlation
+        -- undefined (fewer than two pairs, or no variation): NULL on every engine, never NaN
+        case when not isnan(corr(clinician_pct_change, self_pct_change))
+             then corr(clinician_pct_change, self_pct_change) end as pct_change_correlation
     from pairs
     group by all
 )

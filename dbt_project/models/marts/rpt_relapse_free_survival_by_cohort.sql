@@ -19,16 +19,18 @@ per_day as (
 with_origin as (
     select * from per_day
     union all
-    select distinct cohort_dimension, cohort, cohort_label, protocol, instrument, 0, 0, 0 from per_day
-    where (cohort_dimension, cohort, protocol, instrument) not in (
-        select (cohort_dimension, cohort, protocol, instrument) from per_day where day = 0
+    select distinct cohort_dimension, cohort, cohort_label, protocol, instrument, 0, 0, 0 from per_day as curve
+    where not exists (
+        select 1 from per_day as origin
+        where origin.day = 0 and origin.cohort_dimension = curve.cohort_dimension and origin.cohort = curve.cohort
+            and origin.protocol = curve.protocol and origin.instrument = curve.instrument
     )
 ),
 
 at_risk as (
     select *,
            sum(n_relapsed + n_censored) over (partition by cohort_dimension, cohort, protocol, instrument
-                                              order by day desc rows unbounded preceding) as n_at_risk
+                                              order by day desc rows between unbounded preceding and current row) as n_at_risk
     from with_origin
 ),
 
@@ -40,7 +42,7 @@ steps as (
                over cumulative as greenwood_sum
     from at_risk
     window cumulative as (partition by cohort_dimension, cohort, protocol, instrument
-                          order by day rows unbounded preceding)
+                          order by day rows between unbounded preceding and current row)
 ),
 
 survival as (
