@@ -58,6 +58,7 @@ def settings_from_airflow() -> Settings:
             ("outcomes_clinic_tz", "clinic_tz", str),
             ("outcomes_site_id", "site_id", str),
             ("outcomes_lake", "lake_dir", Path),
+            ("outcomes_engine", "engine", str),
         ):
             value = Variable.get(key, default=None)
             if value:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.cli_support import CliError, _port, _positive
-from pipeline.settings import Settings
+from pipeline.settings import ENGINES, Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -16,6 +16,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             warehouse=Path(args.warehouse) if getattr(args, "warehouse", None) else None,
             landing=Path(args.landing) if getattr(args, "landing", None) else None,
             extract_mode=getattr(args, "mode", None),
+            engine=getattr(args, "engine", None),
         )
     except ValueError as e:
         raise CliError(str(e)) from None
@@ -103,6 +104,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="where dbt builds the marts: duckdb (default, in the warehouse) or spark (on Spark over the lake; "
+        "needs `make spark`); default OUTCOMES_ENGINE",
+    )
+
+
 def _common(p: argparse.ArgumentParser, ehr: bool = False) -> None:
     p.add_argument("--warehouse", help="DuckDB warehouse file (default data/warehouse.duckdb or OUTCOMES_WAREHOUSE)")
     p.add_argument("--landing", help="landing folder (default: landing/ beside the warehouse)")
@@ -155,6 +165,7 @@ def register(sub) -> None:
         action="store_true",
         help="also run the dbt unit tests (hand-computed fixtures; `make test` runs them, nightly builds skip them)",
     )
+    _engine(t)
     t.set_defaults(func=cmd_transform)
 
     c = sub.add_parser(
@@ -182,6 +193,7 @@ def register(sub) -> None:
     r.add_argument(
         "--full", action="store_true", help="full export, raw revalidation and dbt rebuild instead of incremental"
     )
+    _engine(r)
     r.set_defaults(func=cmd_refresh)
 
     d = sub.add_parser(

@@ -20,6 +20,9 @@ from ingestion.warehouse import DEFAULT_SITE, RESOURCE_TYPE_PATTERN, is_resource
 ENV_PREFIX = "OUTCOMES_"
 
 
+ENGINES = ("duckdb", "spark")
+
+
 @dataclass(frozen=True)
 class Settings:
     ehr_url: str | None = None
@@ -43,6 +46,8 @@ class Settings:
     lake_enabled: bool = True
     # GX Data Docs (HTML pages of every validation, with sample failing values): on unless OUTCOMES_DATA_DOCS=off
     data_docs: bool = True
+    # where dbt builds the marts: duckdb (in the warehouse) or spark (on Spark over the lake; pipeline/spark_engine.py)
+    engine: str = "duckdb"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -74,6 +79,7 @@ class Settings:
             "lake_dir": Path(p) if (p := get("LAKE")) and p.lower() != "off" else None,
             "lake_enabled": (get("LAKE") or "").lower() != "off",
             "data_docs": (get("DATA_DOCS") or "on").lower() != "off",
+            "engine": (get("ENGINE") or cls.engine).lower(),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["landing"] is None:  # each site of a network lands its exports apart
@@ -91,6 +97,10 @@ class Settings:
             raise ValueError(
                 f"OUTCOMES_EXPORT_TYPES must be FHIR resource type names separated by commas, got {bad or 'none'}"
             )
+        if self.engine not in ENGINES:
+            raise ValueError(f"OUTCOMES_ENGINE must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.engine == "spark" and not self.lake_enabled:
+            raise ValueError("the Spark engine reads the raw history from the lake: unset OUTCOMES_LAKE=off")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}", self.site_id):
             raise ValueError(
                 f"OUTCOMES_SITE_ID must be letters, digits, '-' or '_' (it names the lake's site= folder), "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,7 +61,7 @@ def start_session(warehouse: Path, master: str | None = None) -> SparkSession:
         .config("spark.sql.catalogImplementation", "in-memory")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        .config("spark.sql.shuffle.partitions", os.environ.get("OUTCOMES_SPARK_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.sql.shuffle.partitions", os.environ.get("OUTCOMES_SPARK_SHUFFLE_PARTITIONS", "4"))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.bindAddress", "127.0.0.1")
@@ -152,11 +153,13 @@ def return_results(spark: SparkSession, con, scratch: Path, log: Log = print) ->
 def build_on_spark(
     warehouse: Path,
     lake: Path,
-    invoke: Callable[[list[str]], object],
+    invoke: Callable[[], object],
     log: Log = print,
 ) -> None:
     """Register the sources, run `invoke` (dbt with the spark target) in the session, hand the results back."""
+    started = time.monotonic()
     spark = start_session(warehouse)
+    log(f"spark: session up on {spark.sparkContext.master} in {time.monotonic() - started:.0f} s")
     scratch = spark_dir(warehouse) / "exchange"
     shutil.rmtree(scratch, ignore_errors=True)
     try:

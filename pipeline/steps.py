@@ -186,7 +186,8 @@ def transform(
 ) -> dict:
     """dbt build: staging -> intermediate -> marts (into marts_build), with the data tests (and the unit
     tests of the outcome definitions if `unit_tests`; CI runs them, the nightly build need not).
-    Incremental models read only what changed since their last run unless `full_refresh`."""
+    Incremental models read only what changed since their last run unless `full_refresh`. On the Spark engine
+    the same project builds on Spark from the lake, and the marts come back into marts_build."""
     from expectations.store import ensure_quality_schema
     from ingestion.warehouse import connect, ensure_raw_schema
     from pipeline.transform import build
@@ -199,6 +200,25 @@ def transform(
         con.close()
     _ensure_staging(settings, log)  # usually a no-op: the stage step built them tonight if anything changed
 
+    if settings.engine == "spark":
+        from pipeline.spark_engine import build_on_spark
+
+        statuses: dict = {}
+        build_on_spark(
+            Path(settings.warehouse),
+            settings.lake,
+            lambda: statuses.update(
+                build(
+                    Path(settings.warehouse),
+                    dbt_vars={**_staging_vars(settings), **(dbt_vars or {})},
+                    log=log,
+                    unit_tests=unit_tests,
+                    target="spark",
+                )
+            ),
+            log,
+        )
+        return statuses
     return build(
         Path(settings.warehouse),
         dbt_vars={**_staging_vars(settings), **(dbt_vars or {})},
