@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PATIENTS ?= 300
 SEED ?= 42
 
-.PHONY: demo test test-fast lint format bootstrap chromium bench docs docs-serve airflow clean help screenshots
+.PHONY: demo test test-fast spark lint format bootstrap chromium bench docs docs-serve airflow clean help screenshots
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -16,7 +16,7 @@ $(BIN)/outcomes: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || { echo ">> installing uv"; $(PYTHON) -m pip install --quiet uv \
 	  || $(PYTHON) -m pip install --quiet --user uv; }
 	@echo ">> creating $(VENV) from uv.lock"
-	$(UV) sync --frozen --quiet --compile-bytecode
+	$(UV) sync --frozen --inexact --quiet --compile-bytecode  # --inexact: keeps the spark extra once installed
 	@touch $@
 
 DOCS_ASSETS := expectations/data_docs_assets
@@ -33,6 +33,16 @@ $(DOCS_ASSETS)/node_modules/.package-lock.json: $(DOCS_ASSETS)/package-lock.json
 
 bootstrap: $(BIN)/outcomes $(DOCS_ASSETS)/node_modules/.package-lock.json  ## install the locked environment
 
+# The Spark engine only: pyspark and dbt-spark (the `spark` extra) and a Java runtime (Debian's openjdk-17).
+$(VENV)/.spark: pyproject.toml uv.lock | $(BIN)/outcomes
+	@command -v java >/dev/null 2>&1 || { echo ">> installing a Java runtime (openjdk-17, for Spark)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+	@echo ">> installing the spark extra (pyspark, dbt-spark)"
+	$(UV) sync --frozen --inexact --extra spark --quiet --compile-bytecode
+	@touch $@
+
+spark: bootstrap $(VENV)/.spark  ## the Spark engine's extra and Java (outcomes transform --engine spark)
+
 chromium:  ## install Debian's chromium (browser tests, PNG export) if missing
 	@command -v chromium >/dev/null 2>&1 || { echo ">> installing chromium"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
@@ -42,7 +52,7 @@ demo: bootstrap  ## the nightly refresh end to end on the embedded synthetic cli
 	$(BIN)/outcomes demo --patients $(PATIENTS) --seed $(SEED)
 
 TEST_WORKERS ?= auto
-test: bootstrap chromium  ## the whole suite, on every core: the unit tier (tests/unit) and the integration tier
+test: bootstrap spark chromium  ## the whole suite, on every core: the unit tier (tests/unit) and the integration tier
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test-fast: $(BIN)/outcomes  ## the unit tier only (seconds): rules, settings, parsing, suppression
