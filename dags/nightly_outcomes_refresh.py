@@ -6,7 +6,7 @@ import os
 from datetime import datetime, timedelta
 
 import pendulum
-from airflow.sdk import DAG, Variable, task
+from airflow.sdk import DAG, Variable, task, task_group
 
 # The schedule's timezone is needed when the file is parsed: the same Airflow Variable the tasks read (then
 # the environment), so the DAG and its tasks agree on the clinic's clock.
@@ -40,9 +40,13 @@ dashboards. Incremental: the extract asks for `_since` the last committed load.
   while paying a scheduler round-trip and a dbt parse per model; dbt's own DAG already orders the models
   and runs the data tests beside them, and its log names the failing model. (The unit tests of the
   outcome definitions run in CI with `make test`: their fixtures are fixed, so a nightly run adds nothing.)
+* A network of clinics: variable `outcomes_sites` lists the sites; each gets its own extract and load (the
+  `site` task group, mapped over the sites; connection `outcomes_ehr_<site>`), one after another (DuckDB
+  has one writer), then one stage, gate, transform (variable `outcomes_engine`: duckdb or spark) and publish
+  for the whole network. Without the variable, one site.
 * Settings: Airflow connection `outcomes_ehr`, variables `outcomes_warehouse` / `outcomes_analytics_db` /
-  `outcomes_clinic_tz`, or `OUTCOMES_*` environment variables -- read when a task (or its failure callback)
-  runs; only the clinic timezone is read when this file is parsed, for the schedule.
+  `outcomes_clinic_tz` / `outcomes_sites` / `outcomes_engine`, or `OUTCOMES_*` environment variables -- read
+  when a task (or its failure callback) runs; only the clinic timezone is read when this file is parsed.
 * The DAG starts paused: `airflow dags unpause nightly_outcomes_refresh` (or the toggle in the UI).
 """
 
@@ -63,27 +67,39 @@ with DAG(
     },
 ) as dag:
 
+    @task(pool="default_pool", doc_md="The night's sites (variable `outcomes_sites`; one site without it).")
+    def sites() -> list[str]:
+        from pipeline.airflow_support import configured_sites
+
+        return configured_sites()
+
     @task(
         retries=3,
         retry_delay=timedelta(minutes=2),
         retry_exponential_backoff=True,
         max_retry_delay=timedelta(minutes=30),
         pool="default_pool",
-        doc_md="Pull from the EHR into the landing folder (resumes an unfinished export).",
+        # each extract holds the warehouse's writer lock while it reads its watermark and lands its export
+        max_active_tis_per_dagrun=1,
+        doc_md="Pull from the site's EHR into its landing folder (resumes an unfinished export).",
     )
-    def extract() -> dict:
+    def extract(site: str) -> dict:
         from pipeline import steps
         from pipeline.airflow_support import settings_from_airflow
 
-        s = steps.extract(settings_from_airflow())
-        return {"landing": s.landing, "transaction_time": s.transaction_time, "counts": s.counts}
+        s = steps.extract(settings_from_airflow(site))
+        return {"site": site, "landing": s.landing, "transaction_time": s.transaction_time, "counts": s.counts}
 
-    @task(retries=1, doc_md="Load completed landings into the raw layer (one transaction per load).")
-    def load() -> dict:
+    @task(retries=1, doc_md="Load the site's completed landings into the raw layer (one transaction per load).")
+    def load(site: str) -> dict:
         from pipeline import steps
         from pipeline.airflow_support import settings_from_airflow
 
-        return {"totals": steps.load(settings_from_airflow(), progress=False).totals}
+        return {"site": site, "totals": steps.load(settings_from_airflow(site), progress=False).totals}
+
+    @task_group(group_id="site")
+    def site_night(site: str) -> None:
+        extract(site) >> load(site)
 
     @task(doc_md="dbt seeds and staging views (the one FHIR parser), rebuilt only when their SQL or seeds changed.")
     def stage() -> None:
@@ -129,4 +145,12 @@ with DAG(
 
         return [str(p) for p in steps.dashboards(settings_from_airflow())]
 
-    (extract() >> load() >> stage() >> validate_raw() >> transform() >> validate_marts() >> publish() >> dashboards())
+    (
+        site_night.expand(site=sites())
+        >> stage()
+        >> validate_raw()
+        >> transform()
+        >> validate_marts()
+        >> publish()
+        >> dashboards()
+    )

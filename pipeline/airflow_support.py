@@ -6,6 +6,10 @@ comma string), "type_filters" (a list), "site_id"}) when it exists, then from Ai
 `outcomes_warehouse` / `outcomes_analytics_db` / `outcomes_clinic_tz` / `outcomes_site_id` / `outcomes_lake`,
 then from OUTCOMES_* environment variables -- for the tasks and for the failure callback alike. Nothing here
 runs when the DAG file is parsed.
+
+A network of sites: variable `outcomes_sites` lists the site ids (a JSON list or commas); each site's extract
+and load read the connection `outcomes_ehr_<site id>` (`-` as `_`) when it exists, else `outcomes_ehr`, with
+that site id. Without the variable the night has one site: the connection's, the variable's or `main`.
 """
 
 from __future__ import annotations
@@ -29,13 +33,40 @@ def _names(value) -> tuple[str, ...] | None:
 CONNECTION_ID = "outcomes_ehr"
 
 
-def settings_from_airflow() -> Settings:
+def site_connection_id(site_id: str) -> str:
+    return f"{CONNECTION_ID}_{site_id.replace('-', '_').lower()}"
+
+
+def configured_sites() -> list[str]:
+    """The night's sites: variable `outcomes_sites`, else the one site the settings name."""
+    from airflow.sdk import Variable
+
+    value = Variable.get("outcomes_sites", default=None)
+    if value:
+        sites = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        sites = [str(s).strip() for s in sites if str(s).strip()]
+        if sites:
+            for site in sites:  # a bad id fails here, naming the variable, not in a mapped task later
+                Settings.from_env(site_id=site)
+            return sites
+    return [settings_from_airflow().site_id]
+
+
+def settings_from_airflow(site_id: str | None = None) -> Settings:
+    """Settings for a task; `site_id`: a site's extract or load, from the site's own connection if it has one."""
     overrides: dict = {}
     try:
         from airflow.sdk import BaseHook, Variable
 
+        connection_id = CONNECTION_ID
+        if site_id:
+            try:
+                BaseHook.get_connection(site_connection_id(site_id))
+                connection_id = site_connection_id(site_id)
+            except Exception:  # noqa: BLE001 - no site connection: the clinic's own
+                pass
         try:
-            conn = BaseHook.get_connection(CONNECTION_ID)
+            conn = BaseHook.get_connection(connection_id)
             extra = conn.extra_dejson or {}
             overrides.update(
                 ehr_url=conn.host or None,
@@ -65,6 +96,8 @@ def settings_from_airflow() -> Settings:
                 overrides[field] = kind(value)
     except ImportError:  # pragma: no cover - outside Airflow
         pass
+    if site_id:
+        overrides["site_id"] = site_id
     return Settings.from_env(**overrides)
 
 

@@ -63,7 +63,8 @@ def _task_states(airflow_home: Path) -> dict[str, str]:
     con = sqlite3.connect(f"file:{airflow_home / 'airflow.db'}?mode=ro", uri=True)
     try:
         rows = con.execute(
-            """SELECT task_id, coalesce(state, 'none') FROM task_instance
+            """SELECT task_id || CASE WHEN map_index >= 0 THEN '[' || map_index || ']' ELSE '' END,
+                      coalesce(state, 'none') FROM task_instance
                WHERE dag_id = ? AND run_id = (SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)
                ORDER BY start_date IS NULL, start_date, task_id""",
             [DAG_ID, DAG_ID],

@@ -60,8 +60,9 @@ def test_dag_integrity(tmp_path):
     assert {"outcomes", "fhir"} <= set(info["tags"]) and info["doc"]
     tasks = info["tasks"]
     assert set(tasks) == {
-        "extract",
-        "load",
+        "sites",
+        "site.extract",
+        "site.load",
         "stage",
         "validate_raw",
         "transform",
@@ -69,9 +70,9 @@ def test_dag_integrity(tmp_path):
         "publish",
         "dashboards",
     }
-    assert tasks["extract"]["retries"] >= 2 and tasks["extract"]["backoff"]
+    assert tasks["site.extract"]["retries"] >= 2 and tasks["site.extract"]["backoff"]
     assert all(t["doc"] and t["owner"] == "outcomes-data" and t["callback"] for t in tasks.values())
-    writers = [k for k in tasks if k != "extract"]
+    writers = [k for k in tasks if k not in ("sites", "site.extract")]
     assert all(tasks[k]["pool"] == "duckdb_warehouse" for k in writers)
     # parsing reads no settings or secrets and imports none of the pipeline
     assert info["secrets_touched"] == []
@@ -187,7 +188,17 @@ def test_the_dag_continues_a_night_incrementally_and_equals_a_full_refresh(serve
     run_dag(clinic.airflow_home, clinic.env, log=reported.append, run=console_script_runner())
     assert [line.split() for line in reported if line.startswith("  ")] == [
         [task, "success"]
-        for task in ("extract", "load", "stage", "validate_raw", "transform", "validate_marts", "publish", "dashboards")
+        for task in (
+            "sites",
+            "site.extract[0]",
+            "site.load[0]",
+            "stage",
+            "validate_raw",
+            "transform",
+            "validate_marts",
+            "publish",
+            "dashboards",
+        )
     ]
     con = duckdb.connect(str(wh), read_only=True)
     loads = con.execute("""SELECT l.since, sum(c.read) FROM raw.load_log l JOIN raw.load_counts c USING (load_id)
@@ -220,7 +231,7 @@ def test_a_failed_dag_run_alerts_and_keeps_yesterdays_marts(served_clinic):
     with pytest.raises(RuntimeError, match="DAG run failed"):
         run_dag(clinic.airflow_home, clinic.env, log=reported.append, run=console_script_runner())
     states = dict(line.split() for line in reported if line.startswith("  "))
-    assert states["extract"] == states["load"] == states["stage"] == "success", reported
+    assert states["site.extract[0]"] == states["site.load[0]"] == states["stage"] == "success", reported
     assert states["validate_raw"] == "failed", reported
     assert states["publish"] == "upstream_failed"
     status = read_status(wh.parent / "dashboards")
