@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,8 +58,18 @@ def _quiet_gx() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def hide_spark_connect_from_gx() -> None:
+    """With pyspark installed (the Spark engine's extra), importing GX probes pyspark's Spark Connect client,
+    whose import ends the interpreter (sys.exit(0)) when its gRPC dependencies are missing and `__main__` has
+    no file -- a pytest-xdist worker, an embedded interpreter. The gates never validate Spark frames, and a
+    classic Spark session never imports the Connect client: GX is told it is absent (an ImportError, which it
+    expects) unless something imported it already."""
+    sys.modules.setdefault("pyspark.sql.connect", None)
+
+
 def _context(docs_dir: Path | None):
     _quiet_gx()
+    hide_spark_connect_from_gx()
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")

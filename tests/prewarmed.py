@@ -150,6 +150,9 @@ def _wait(pid: int, timeout: float) -> tuple[int, bool]:
 
 def serve() -> None:
     sys.path[0] = str(Path(sys.executable).parent)  # as the console script has it, not this file's folder
+    from expectations.gate import hide_spark_connect_from_gx
+
+    hide_spark_connect_from_gx()  # as the gate does before importing GX
     for name in HEAVY_MODULES:
         importlib.import_module(name)
     answers = sys.stdout
