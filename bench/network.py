@@ -50,16 +50,14 @@ def _step(name: str, warehouse: str, site: str | None = None, from_dir: str | No
 LATER_STEPS = ("stage", "validate raw", "transform duckdb", "transform spark", "validate marts", "publish")
 
 
-def night(network: Path, warehouse: Path, sites: list[str], kind: str) -> list[dict]:
-    rows = []
+def night(network: Path, warehouse: Path, sites: list[str], kind: str):
+    """Each step's row as soon as it is measured."""
     for site in sites:
         secs, peak, out = measure_tree(_step, "load", str(warehouse), site, str(network / site))
-        rows.append({"night": kind, "step": f"load {site}", "seconds": round(secs, 1), "peak_mib": round(peak)})
-        rows[-1]["read"] = out["read"]
+        yield {"night": kind, "step": f"load {site}", "seconds": round(secs, 1), "peak_mib": round(peak)} | out
     for step in LATER_STEPS:
         secs, peak, _ = measure_tree(_step, step, str(warehouse))
-        rows.append({"night": kind, "step": step, "seconds": round(secs, 1), "peak_mib": round(peak)})
-    return rows
+        yield {"night": kind, "step": step, "seconds": round(secs, 1), "peak_mib": round(peak)}
 
 
 def main() -> None:

@@ -61,12 +61,15 @@ def start_session(warehouse: Path, master: str | None = None) -> SparkSession:
         .config("spark.sql.catalogImplementation", "in-memory")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        .config("spark.sql.shuffle.partitions", os.environ.get("OUTCOMES_SPARK_SHUFFLE_PARTITIONS", "4"))
+        # enough partitions that one task's sort fits its share of memory at network size; adaptive execution
+        # coalesces them where the data is small
+        .config("spark.sql.shuffle.partitions", os.environ.get("OUTCOMES_SPARK_SHUFFLE_PARTITIONS", "64"))
+        .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.memory", os.environ.get("OUTCOMES_SPARK_DRIVER_MEMORY", "2g"))
+        .config("spark.driver.memory", os.environ.get("OUTCOMES_SPARK_DRIVER_MEMORY", "4g"))
         .config("spark.local.dir", str(root / "tmp"))
     )
     spark = builder.getOrCreate()
