@@ -64,6 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sites", type=int, default=5)
     ap.add_argument("--patients-per-site", type=int, default=10_000)
+    ap.add_argument("--nights", default="full,next", help="full, or full,next (default)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "network.json"))
     args = ap.parse_args()
     from ehr_simulator.network import continue_network, generate_network
@@ -78,7 +79,8 @@ def main() -> None:
         sites = sorted(p.name for p in network.iterdir() if p.is_dir())
         warehouse = Path(d) / "warehouse.duckdb"
         print(f"{'night':<6} {'step':<18} {'seconds':>8} {'peak MiB':>9} {'read':>10}", flush=True)
-        for kind in ("full", "next"):
+        nights = args.nights.split(",")
+        for kind in nights:
             if kind == "next":
                 continue_network(network, 1)
             for r in night(network, warehouse, sites, kind):
@@ -87,7 +89,7 @@ def main() -> None:
                 print(f"{kind:<6} {r['step']:<18} {r['seconds']:>8.1f} {r['peak_mib']:>9} {read}", flush=True)
         lake_mib = sum(f.stat().st_size for f in (Path(d) / "lake").rglob("*.parquet")) / 2**20
         wh_mib = warehouse.stat().st_size / 2**20
-    for kind in ("full", "next"):
+    for kind in nights:
         by = {r["step"]: r["seconds"] for r in results if r["night"] == kind}
         loads = sum(v for k, v in by.items() if k.startswith("load"))
         common = loads + by["stage"] + by["validate raw"] + by["validate marts"] + by["publish"]
