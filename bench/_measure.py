@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import resource
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def _child(fn, args, queue) -> None:
@@ -68,3 +70,11 @@ def measure_tree(fn: Callable, *args):
                 raise RuntimeError(f"benchmark child died with exit code {proc.exitcode}") from None
     proc.join()
     return elapsed, max(peak, own_peak), result
+
+
+def write_results(results: list[dict], out: str | Path) -> None:
+    """The benchmark's rows as JSON at `out` (its folder made if needed), and where they went."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written {path}")

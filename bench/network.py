@@ -15,13 +15,12 @@ Usage: python bench/network.py [--sites 5] [--patients-per-site 10000]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure_tree  # noqa: E402
+from _measure import measure_tree, write_results  # noqa: E402
 
 
 def _step(name: str, warehouse: str, site: str | None = None, from_dir: str | None = None) -> dict:
@@ -98,10 +97,7 @@ def main() -> None:
             print(f"{kind} night on {engine}: {common + t:.0f} s (transform {t:.0f} s, the other steps {common:.0f} s)")
         print(f"  spark / duckdb transform: {by['transform spark'] / by['transform duckdb']:.1f}x")
     print(f"warehouse {wh_mib:.0f} MiB, lake {lake_mib:.0f} MiB")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written {out}")
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

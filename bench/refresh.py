@@ -13,13 +13,12 @@ Usage: python bench/refresh.py [--sizes 10,1000,10000,50000]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure  # noqa: E402
+from _measure import measure, write_results  # noqa: E402
 
 STEPS = ("extract", "load", "stage", "validate raw", "transform", "validate marts", "publish", "dashboards")
 
@@ -106,10 +105,7 @@ def main() -> None:
         for n in sizes[1:]:
             full = next(r["seconds"] for r in results if r["patients"] == n and r["refresh"] == "full")
             print(f"{n:>9,}  that floor is {floor / full:.0%} of the full refresh ({full:.1f} s)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written {out}")
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":
