@@ -39,9 +39,25 @@ def spark_dir(warehouse: Path) -> Path:
     return Path(warehouse).resolve().parent / "spark"
 
 
+def extra_conf(spec: str) -> dict[str, str]:
+    """OUTCOMES_SPARK_CONF: `spark.<key>=<value>` settings separated by semicolons or newlines (executor memory
+    and cores on a cluster, say), applied over the defaults here. Values may hold spaces and commas."""
+    conf = {}
+    for item in spec.replace("\n", ";").split(";"):
+        key, sep, value = item.strip().partition("=")
+        if not item.strip():
+            continue
+        if not sep or not key.startswith("spark.") or not value:
+            raise ValueError(
+                f"OUTCOMES_SPARK_CONF: {item.strip()!r} is not spark.<key>=<value>; separate settings by ';'"
+            )
+        conf[key.strip()] = value.strip()
+    return conf
+
+
 def start_session(warehouse: Path, master: str | None = None) -> SparkSession:
     """A Spark session for the build (dbt-spark's `session` method takes the process's active session).
-    OUTCOMES_SPARK_MASTER names a cluster's master; the default is local[2]."""
+    OUTCOMES_SPARK_MASTER names a cluster's master (default local[2]); OUTCOMES_SPARK_CONF adds settings."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as e:  # the default install has no Spark
@@ -70,8 +86,13 @@ def start_session(warehouse: Path, master: str | None = None) -> SparkSession:
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.memory", os.environ.get("OUTCOMES_SPARK_DRIVER_MEMORY", "4g"))
+        # Spark sizes memory pages from the heap (64 MB here) and every sorter and hash map of a task holds at
+        # least one: fct_course_outcomes' stages hold so many that a task could not get its next page
+        .config("spark.buffer.pageSize", "8m")
         .config("spark.local.dir", str(root / "tmp"))
     )
+    for key, value in extra_conf(os.environ.get("OUTCOMES_SPARK_CONF", "")).items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark

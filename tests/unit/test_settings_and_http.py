@@ -139,3 +139,18 @@ def test_a_network_site_lands_apart_and_names_its_lake_folder():
     for bad in ("north/../x", "two words", "-lead"):
         with pytest.raises(ValueError, match="OUTCOMES_SITE_ID"):
             Settings.from_env({"OUTCOMES_SITE_ID": bad})
+
+
+def test_extra_spark_settings_keep_spaces_and_commas_and_refuse_what_is_not_a_setting():
+    from pipeline.spark_engine import extra_conf
+
+    spec = "spark.executor.memory=8g; spark.driver.extraJavaOptions=-Da=b -Dc=d\nspark.jars=x.jar,y.jar;"
+    assert extra_conf(spec) == {
+        "spark.executor.memory": "8g",
+        "spark.driver.extraJavaOptions": "-Da=b -Dc=d",
+        "spark.jars": "x.jar,y.jar",
+    }
+    assert extra_conf("") == {}
+    for bad in ("executor.memory=8g", "spark.executor.memory", "spark.executor.memory="):
+        with pytest.raises(ValueError, match="OUTCOMES_SPARK_CONF"):
+            extra_conf(bad)
