@@ -70,9 +70,12 @@ def start_session(warehouse: Path, master: str | None = None) -> SparkSession:
     catalogue = root / "catalogue"
     shutil.rmtree(catalogue, ignore_errors=True)  # derived tables, rebuilt each run from the lake
     catalogue.mkdir(parents=True)
+    master = master or os.environ.get("OUTCOMES_SPARK_MASTER", DEFAULT_MASTER)
+    if master.startswith("local"):  # the JVM would otherwise look up this host's address, and say so on stderr
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
         SparkSession.builder.appName("ketamine-outcomes")
-        .master(master or os.environ.get("OUTCOMES_SPARK_MASTER", DEFAULT_MASTER))
+        .master(master)
         .config("spark.sql.warehouse.dir", str(catalogue))
         .config("spark.sql.catalogImplementation", "in-memory")
         .config("spark.sql.session.timeZone", "UTC")

@@ -72,7 +72,10 @@ def dbt_invoke(
         try:
             return dbtRunner().invoke(cli)
         finally:
-            _release_duckdb()
+            # a Spark build opened no DuckDB; importing dbt-duckdb after it kept objects alive at exit (a page
+            # of nanobind leak reports on stderr)
+            if target == "default":
+                _release_duckdb()
 
 
 def _release_duckdb() -> None:
