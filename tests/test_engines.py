@@ -45,8 +45,9 @@ def test_a_two_site_network_builds_the_same_marts_on_duckdb_and_spark(tmp_path):
     ehr = tmp_path / "ehr"
     outcomes("ehr", "generate", "--patients", "300", "--sites", "2", "--seed", "11", "--out", str(ehr))
     wh = tmp_path / "warehouse.duckdb"
-    for site in ("site-1", "site-2"):
-        outcomes("refresh", "--from-dir", str(ehr / site), "--warehouse", str(wh), env={"OUTCOMES_SITE_ID": site})
+    # the first site loaded, the second refreshed: one night's gates, build and publish over both
+    outcomes("load", "--from-dir", str(ehr / "site-1"), "--warehouse", str(wh), env={"OUTCOMES_SITE_ID": "site-1"})
+    outcomes("refresh", "--from-dir", str(ehr / "site-2"), "--warehouse", str(wh), env={"OUTCOMES_SITE_ID": "site-2"})
 
     con = duckdb.connect(str(wh))
     keys_before = con.execute("SELECT patient_id, patient_key FROM restricted.int_patients_keyed ORDER BY 1").fetchall()
