@@ -11,6 +11,7 @@ answers one JSON line on stdout when the child has exited.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import io
 import json
@@ -148,6 +149,29 @@ def _wait(pid: int, timeout: float) -> tuple[int, bool]:
         time.sleep(0.02)
 
 
+def _warm_dbt() -> None:
+    """One `dbt parse` of the project on a scratch warehouse: a process's first dbt command also builds dbt's
+    per-class schemas and Jinja machinery, which every forked child would otherwise build again (each test's new
+    warehouse is parsed in full anyway: the warehouse path is part of what dbt's partial parse checks). It opens
+    no database and leaves no thread running. dbt's static parser (a Rust extension) stays unused here: a child
+    forked after it had run hung in its first parse."""
+    from pipeline.transform import dbt_invoke
+
+    with tempfile.TemporaryDirectory(prefix="outcomes-dbt-warm-") as scratch:
+        result = dbt_invoke(Path(scratch) / "warehouse.duckdb", ["parse", "--no-static-parser"], quiet=True)
+        if not result.success:
+            raise RuntimeError(f"dbt parse failed in the pre-imported interpreter: {result.exception}")
+    # dbt's adapter holds multiprocessing locks, which started a resource tracker here; children must each
+    # start their own (as without this warm-up), or the shared one reports their locks as leaked at the end
+    from multiprocessing import resource_tracker
+
+    from dbt.adapters.factory import reset_adapters
+
+    reset_adapters()
+    gc.collect()
+    resource_tracker._resource_tracker._stop()
+
+
 def serve() -> None:
     sys.path[0] = str(Path(sys.executable).parent)  # as the console script has it, not this file's folder
     from expectations.gate import hide_spark_connect_from_gx
@@ -155,6 +179,7 @@ def serve() -> None:
     hide_spark_connect_from_gx()  # as the gate does before importing GX
     for name in HEAVY_MODULES:
         importlib.import_module(name)
+    _warm_dbt()
     answers = sys.stdout
     print("ready", file=answers, flush=True)
     for line in sys.stdin:
