@@ -48,6 +48,8 @@ class Settings:
     data_docs: bool = True
     # where dbt builds the marts: duckdb (in the warehouse) or spark (on Spark over the lake; pipeline/spark_engine.py)
     engine: str = "duckdb"
+    # OUTCOMES_SPARK_CONF: spark.* settings over the Spark engine's defaults (executor memory on a cluster, say)
+    spark_conf: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -80,6 +82,7 @@ class Settings:
             "lake_enabled": (get("LAKE") or "").lower() != "off",
             "data_docs": (get("DATA_DOCS") or "on").lower() != "off",
             "engine": (get("ENGINE") or cls.engine).lower(),
+            "spark_conf": spark_settings(get("SPARK_CONF") or ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["landing"] is None:  # each site of a network lands its exports apart
@@ -147,6 +150,19 @@ class Settings:
                     f"cannot read the client private key at {self.private_key_path}: {e.strerror}"
                 ) from None
         raise ValueError("no client private key: set OUTCOMES_PRIVATE_KEY_PATH (a PEM file) or OUTCOMES_PRIVATE_KEY")
+
+
+def spark_settings(spec: str) -> tuple[tuple[str, str], ...]:
+    """`spark.<key>=<value>` settings separated by semicolons or newlines; values may hold spaces and commas."""
+    pairs = []
+    for item in (part.strip() for part in spec.replace("\n", ";").split(";")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().startswith("spark.") or not value.strip():
+            raise ValueError(f"OUTCOMES_SPARK_CONF: {item!r} is not spark.<key>=<value>; separate settings by ';'")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
 
 
 def _names(value: str | None) -> tuple[str, ...]:

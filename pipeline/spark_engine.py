@@ -39,25 +39,10 @@ def spark_dir(warehouse: Path) -> Path:
     return Path(warehouse).resolve().parent / "spark"
 
 
-def extra_conf(spec: str) -> dict[str, str]:
-    """OUTCOMES_SPARK_CONF: `spark.<key>=<value>` settings separated by semicolons or newlines (executor memory
-    and cores on a cluster, say), applied over the defaults here. Values may hold spaces and commas."""
-    conf = {}
-    for item in spec.replace("\n", ";").split(";"):
-        key, sep, value = item.strip().partition("=")
-        if not item.strip():
-            continue
-        if not sep or not key.startswith("spark.") or not value:
-            raise ValueError(
-                f"OUTCOMES_SPARK_CONF: {item.strip()!r} is not spark.<key>=<value>; separate settings by ';'"
-            )
-        conf[key.strip()] = value.strip()
-    return conf
-
-
-def start_session(warehouse: Path, master: str | None = None) -> SparkSession:
+def start_session(warehouse: Path, master: str | None = None, conf: tuple[tuple[str, str], ...] = ()) -> SparkSession:
     """A Spark session for the build (dbt-spark's `session` method takes the process's active session).
-    OUTCOMES_SPARK_MASTER names a cluster's master (default local[2]); OUTCOMES_SPARK_CONF adds settings."""
+    OUTCOMES_SPARK_MASTER names a cluster's master (default local[2]); `conf` (OUTCOMES_SPARK_CONF, read by
+    the settings) is applied over the defaults."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as e:  # the default install has no Spark
@@ -94,7 +79,7 @@ def start_session(warehouse: Path, master: str | None = None) -> SparkSession:
         .config("spark.buffer.pageSize", "8m")
         .config("spark.local.dir", str(root / "tmp"))
     )
-    for key, value in extra_conf(os.environ.get("OUTCOMES_SPARK_CONF", "")).items():
+    for key, value in conf:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -182,10 +167,11 @@ def build_on_spark(
     lake: Path,
     invoke: Callable[[], object],
     log: Log = print,
+    conf: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """Register the sources, run `invoke` (dbt with the spark target) in the session, hand the results back."""
     started = time.monotonic()
-    spark = start_session(warehouse)
+    spark = start_session(warehouse, conf=conf)
     log(f"spark: session up on {spark.sparkContext.master} in {time.monotonic() - started:.0f} s")
     scratch = spark_dir(warehouse) / "exchange"
     shutil.rmtree(scratch, ignore_errors=True)

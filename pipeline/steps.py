@@ -217,6 +217,7 @@ def transform(
                 )
             ),
             log,
+            conf=settings.spark_conf,
         )
         return statuses
     return build(

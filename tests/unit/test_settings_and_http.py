@@ -142,15 +142,14 @@ def test_a_network_site_lands_apart_and_names_its_lake_folder():
 
 
 def test_extra_spark_settings_keep_spaces_and_commas_and_refuse_what_is_not_a_setting():
-    from pipeline.spark_engine import extra_conf
-
     spec = "spark.executor.memory=8g; spark.driver.extraJavaOptions=-Da=b -Dc=d\nspark.jars=x.jar,y.jar;"
-    assert extra_conf(spec) == {
-        "spark.executor.memory": "8g",
-        "spark.driver.extraJavaOptions": "-Da=b -Dc=d",
-        "spark.jars": "x.jar,y.jar",
-    }
-    assert extra_conf("") == {}
+    assert Settings.from_env({"OUTCOMES_SPARK_CONF": spec}).spark_conf == (
+        ("spark.executor.memory", "8g"),
+        ("spark.driver.extraJavaOptions", "-Da=b -Dc=d"),
+        ("spark.jars", "x.jar,y.jar"),
+    )
+    assert Settings.from_env({}).spark_conf == ()
+    # refused when the settings are read, before a night starts, not when Spark does
     for bad in ("executor.memory=8g", "spark.executor.memory", "spark.executor.memory="):
         with pytest.raises(ValueError, match="OUTCOMES_SPARK_CONF"):
-            extra_conf(bad)
+            Settings.from_env({"OUTCOMES_SPARK_CONF": bad})
