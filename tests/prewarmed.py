@@ -174,9 +174,9 @@ def _warm_dbt() -> None:
 
 def serve() -> None:
     sys.path[0] = str(Path(sys.executable).parent)  # as the console script has it, not this file's folder
-    from expectations.gate import hide_spark_connect_from_gx
+    from expectations.gate import import_gx
 
-    hide_spark_connect_from_gx()  # as the gate does before importing GX
+    import_gx()  # as the gate imports it
     for name in HEAVY_MODULES:
         importlib.import_module(name)
     _warm_dbt()
