@@ -24,6 +24,23 @@ ENGINES = ("duckdb", "spark")
 
 
 @dataclass(frozen=True)
+class SparkOptions:
+    """The Spark engine's session (pipeline/spark_engine.py): OUTCOMES_SPARK_MASTER, _DRIVER_MEMORY,
+    _SHUFFLE_PARTITIONS, and OUTCOMES_SPARK_CONF's `spark.*` settings over them and the engine's defaults."""
+
+    master: str = "local[2]"
+    driver_memory: str = "4g"
+    # enough that one task's sort fits its share of memory at network size; adaptive execution coalesces
+    # them where the data is small
+    shuffle_partitions: int = 64
+    conf: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_local(self) -> bool:
+        return self.master.startswith("local")
+
+
+@dataclass(frozen=True)
 class Settings:
     ehr_url: str | None = None
     client_id: str | None = None
@@ -48,8 +65,7 @@ class Settings:
     data_docs: bool = True
     # where dbt builds the marts: duckdb (in the warehouse) or spark (on Spark over the lake; pipeline/spark_engine.py)
     engine: str = "duckdb"
-    # OUTCOMES_SPARK_CONF: spark.* settings over the Spark engine's defaults (executor memory on a cluster, say)
-    spark_conf: tuple[tuple[str, str], ...] = ()
+    spark: SparkOptions = SparkOptions()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -82,7 +98,13 @@ class Settings:
             "lake_enabled": (get("LAKE") or "").lower() != "off",
             "data_docs": (get("DATA_DOCS") or "on").lower() != "off",
             "engine": (get("ENGINE") or cls.engine).lower(),
-            "spark_conf": spark_settings(get("SPARK_CONF") or ""),
+            "spark": SparkOptions(
+                master=get("SPARK_MASTER") or SparkOptions.master,
+                driver_memory=get("SPARK_DRIVER_MEMORY") or SparkOptions.driver_memory,
+                shuffle_partitions=_positive_int("SPARK_SHUFFLE_PARTITIONS", get("SPARK_SHUFFLE_PARTITIONS"))
+                or SparkOptions.shuffle_partitions,
+                conf=spark_settings(get("SPARK_CONF") or ""),
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["landing"] is None:  # each site of a network lands its exports apart
@@ -108,6 +130,16 @@ class Settings:
             raise ValueError(
                 f"OUTCOMES_SITE_ID must be letters, digits, '-' or '_' (it names the lake's site= folder), "
                 f"not {self.site_id!r}"
+            )
+        if not re.fullmatch(r"[1-9][0-9]*[kmgtKMGT]?", self.spark.driver_memory):
+            raise ValueError(
+                f"OUTCOMES_SPARK_DRIVER_MEMORY must be a JVM memory size such as 4g or 512m, "
+                f"not {self.spark.driver_memory!r}"
+            )
+        if not re.fullmatch(r"\S+", self.spark.master):
+            raise ValueError(
+                f"OUTCOMES_SPARK_MASTER must be a Spark master URL such as local[2], spark://host:7077 or yarn, "
+                f"not {self.spark.master!r}"
             )
         bad = [f for f in self.type_filters if not re.fullmatch(rf"{RESOURCE_TYPE_PATTERN}\?.+", f)]
         if bad:
@@ -163,6 +195,14 @@ def spark_settings(spec: str) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"OUTCOMES_SPARK_CONF: {item!r} is not spark.<key>=<value>; separate settings by ';'")
         pairs.append((key.strip(), value.strip()))
     return tuple(pairs)
+
+
+def _positive_int(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"{ENV_PREFIX}{name} must be a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 def _names(value: str | None) -> tuple[str, ...]:

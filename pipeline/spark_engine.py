@@ -27,9 +27,10 @@ from ingestion.warehouse import connect, current_versions_sql, landed_tables
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from pipeline.settings import SparkOptions
+
 Log = Callable[[str], None]
 
-DEFAULT_MASTER = "local[2]"
 KEY_LOOKUP = "restricted.int_patients_keyed"
 # what a DuckDB build leaves for the gate and publishing, and therefore what the Spark build hands back
 RETURNED_SCHEMAS = ("marts_build",)
@@ -39,10 +40,9 @@ def spark_dir(warehouse: Path) -> Path:
     return Path(warehouse).resolve().parent / "spark"
 
 
-def start_session(warehouse: Path, master: str | None = None, conf: tuple[tuple[str, str], ...] = ()) -> SparkSession:
-    """A Spark session for the build (dbt-spark's `session` method takes the process's active session).
-    OUTCOMES_SPARK_MASTER names a cluster's master (default local[2]); `conf` (OUTCOMES_SPARK_CONF, read by
-    the settings) is applied over the defaults."""
+def start_session(warehouse: Path, options: SparkOptions) -> SparkSession:
+    """A Spark session for the build (dbt-spark's `session` method takes the process's active session), on
+    the settings' master, with their `spark.*` settings applied over the defaults."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as e:  # the default install has no Spark
@@ -55,31 +55,28 @@ def start_session(warehouse: Path, master: str | None = None, conf: tuple[tuple[
     catalogue = root / "catalogue"
     shutil.rmtree(catalogue, ignore_errors=True)  # derived tables, rebuilt each run from the lake
     catalogue.mkdir(parents=True)
-    master = master or os.environ.get("OUTCOMES_SPARK_MASTER", DEFAULT_MASTER)
-    if master.startswith("local"):  # the JVM would otherwise look up this host's address, and say so on stderr
+    if options.is_local:  # the JVM would otherwise look up this host's address, and say so on stderr
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
         SparkSession.builder.appName("ketamine-outcomes")
-        .master(master)
+        .master(options.master)
         .config("spark.sql.warehouse.dir", str(catalogue))
         .config("spark.sql.catalogImplementation", "in-memory")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        # enough partitions that one task's sort fits its share of memory at network size; adaptive execution
-        # coalesces them where the data is small
-        .config("spark.sql.shuffle.partitions", os.environ.get("OUTCOMES_SPARK_SHUFFLE_PARTITIONS", "64"))
+        .config("spark.sql.shuffle.partitions", str(options.shuffle_partitions))
         .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.memory", os.environ.get("OUTCOMES_SPARK_DRIVER_MEMORY", "4g"))
+        .config("spark.driver.memory", options.driver_memory)
         # Spark sizes memory pages from the heap (64 MB here) and every sorter and hash map of a task holds at
         # least one: fct_course_outcomes' stages hold so many that a task could not get its next page
         .config("spark.buffer.pageSize", "8m")
         .config("spark.local.dir", str(root / "tmp"))
     )
-    for key, value in conf:
+    for key, value in options.conf:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -166,12 +163,12 @@ def build_on_spark(
     warehouse: Path,
     lake: Path,
     invoke: Callable[[], object],
+    options: SparkOptions,
     log: Log = print,
-    conf: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """Register the sources, run `invoke` (dbt with the spark target) in the session, hand the results back."""
     started = time.monotonic()
-    spark = start_session(warehouse, conf=conf)
+    spark = start_session(warehouse, options)
     log(f"spark: session up on {spark.sparkContext.master} in {time.monotonic() - started:.0f} s")
     scratch = spark_dir(warehouse) / "exchange"
     shutil.rmtree(scratch, ignore_errors=True)

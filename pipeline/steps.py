@@ -216,8 +216,8 @@ def transform(
                     target="spark",
                 )
             ),
+            settings.spark,
             log,
-            conf=settings.spark_conf,
         )
         return statuses
     return build(

@@ -143,13 +143,41 @@ def test_a_network_site_lands_apart_and_names_its_lake_folder():
 
 def test_extra_spark_settings_keep_spaces_and_commas_and_refuse_what_is_not_a_setting():
     spec = "spark.executor.memory=8g; spark.driver.extraJavaOptions=-Da=b -Dc=d\nspark.jars=x.jar,y.jar;"
-    assert Settings.from_env({"OUTCOMES_SPARK_CONF": spec}).spark_conf == (
+    assert Settings.from_env({"OUTCOMES_SPARK_CONF": spec}).spark.conf == (
         ("spark.executor.memory", "8g"),
         ("spark.driver.extraJavaOptions", "-Da=b -Dc=d"),
         ("spark.jars", "x.jar,y.jar"),
     )
-    assert Settings.from_env({}).spark_conf == ()
+    assert Settings.from_env({}).spark.conf == ()
     # refused when the settings are read, before a night starts, not when Spark does
     for bad in ("executor.memory=8g", "spark.executor.memory", "spark.executor.memory="):
         with pytest.raises(ValueError, match="OUTCOMES_SPARK_CONF"):
             Settings.from_env({"OUTCOMES_SPARK_CONF": bad})
+
+
+def test_the_spark_sessions_size_and_master_are_read_and_checked_with_the_settings():
+    default = Settings.from_env({}).spark
+    assert (default.master, default.driver_memory, default.shuffle_partitions) == ("local[2]", "4g", 64)
+    assert default.is_local
+    cluster = Settings.from_env(
+        {
+            "OUTCOMES_SPARK_MASTER": "spark://spark-master:7077",
+            "OUTCOMES_SPARK_DRIVER_MEMORY": "16g",
+            "OUTCOMES_SPARK_SHUFFLE_PARTITIONS": "200",
+        }
+    ).spark
+    assert (cluster.master, cluster.driver_memory, cluster.shuffle_partitions) == (
+        "spark://spark-master:7077",
+        "16g",
+        200,
+    )
+    assert not cluster.is_local
+    for name, bad in (
+        ("OUTCOMES_SPARK_DRIVER_MEMORY", "4 GB"),
+        ("OUTCOMES_SPARK_DRIVER_MEMORY", "0g"),
+        ("OUTCOMES_SPARK_SHUFFLE_PARTITIONS", "0"),
+        ("OUTCOMES_SPARK_SHUFFLE_PARTITIONS", "many"),
+        ("OUTCOMES_SPARK_MASTER", "local [2]"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            Settings.from_env({name: bad})
