@@ -41,13 +41,10 @@ def dbt_target_dir(warehouse: Path) -> Path:
     return Path(warehouse).resolve().parent / "dbt_target"
 
 
-def dbt_invoke(
+def dbt_command(
     warehouse: Path, args: list[str], dbt_vars: dict | None = None, quiet: bool = False, target: str = "default"
-):
-    """Run one dbt command against `warehouse` (target `spark`: in the process's Spark session); returns dbt's
-    result object."""
-    from dbt.cli.main import dbtRunner
-
+) -> tuple[list[str], dict[str, str]]:
+    """The dbt command line (after `dbt`) and the environment the pipeline runs dbt with on `warehouse`."""
     project = Path(os.environ.get("OUTCOMES_DBT_PROJECT_DIR", DBT_PROJECT))
     cli = [*args, "--project-dir", str(project), "--profiles-dir", str(project)]
     target_path = dbt_target_dir(warehouse) if target == "default" else dbt_target_dir(warehouse) / target
@@ -56,19 +53,30 @@ def dbt_invoke(
         cli += ["--vars", json.dumps(dbt_vars)]
     if quiet:
         cli.insert(0, "--quiet")
-    # dbt's file log defaults to debug: every query of every node, ~5,000 lines a build, formatted and
-    # scrubbed of secrets on the way (about a second of a nightly build). Node-level lines are kept; set
-    # DBT_LOG_LEVEL_FILE=debug to see the queries.
-    log_level_file = os.environ.get("DBT_LOG_LEVEL_FILE", "info")
-    # The console gets dbt's warnings and errors only (the step prints its own summary); every node's line
-    # goes to the log file beside the warehouse.
-    with _env(
-        OUTCOMES_WAREHOUSE=str(Path(warehouse).resolve()),
-        DBT_SEND_ANONYMOUS_USAGE_STATS="False",
-        DBT_LOG_LEVEL_FILE=log_level_file,
-        DBT_LOG_LEVEL=os.environ.get("DBT_LOG_LEVEL", "warn"),
-        DBT_LOG_PATH=str(dbt_log_dir(warehouse)),
-    ):
+    env = {
+        "OUTCOMES_WAREHOUSE": str(Path(warehouse).resolve()),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+        # dbt's file log defaults to debug: every query of every node, ~5,000 lines a build, formatted and
+        # scrubbed of secrets on the way (about a second of a nightly build). Node-level lines are kept; set
+        # DBT_LOG_LEVEL_FILE=debug to see the queries.
+        "DBT_LOG_LEVEL_FILE": os.environ.get("DBT_LOG_LEVEL_FILE", "info"),
+        # The console gets dbt's warnings and errors only (the step prints its own summary); every node's line
+        # goes to the log file beside the warehouse.
+        "DBT_LOG_LEVEL": os.environ.get("DBT_LOG_LEVEL", "warn"),
+        "DBT_LOG_PATH": str(dbt_log_dir(warehouse)),
+    }
+    return cli, env
+
+
+def dbt_invoke(
+    warehouse: Path, args: list[str], dbt_vars: dict | None = None, quiet: bool = False, target: str = "default"
+):
+    """Run one dbt command against `warehouse` (target `spark`: in the process's Spark session); returns dbt's
+    result object."""
+    from dbt.cli.main import dbtRunner
+
+    cli, env = dbt_command(warehouse, args, dbt_vars, quiet, target)
+    with _env(**env):
         try:
             return dbtRunner().invoke(cli)
         finally:

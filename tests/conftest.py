@@ -102,6 +102,21 @@ def outcomes(
     return proc
 
 
+def dbt(warehouse: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """dbt's own console script on `warehouse`, with the command line and environment the pipeline runs dbt
+    with (pipeline.transform.dbt_command); forked like `outcomes` unless OUTCOMES_TESTS_FORK=0."""
+    from pipeline.transform import dbt_command
+
+    cli, dbt_env = dbt_command(warehouse, list(args), quiet=True)
+    full_env = {**os.environ, **dbt_env}
+    launcher = _forked()
+    if launcher is not None:
+        return launcher.run(cli, full_env, ROOT, timeout, program="dbt")
+    return subprocess.run(
+        [str(BIN / "dbt"), *cli], capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=timeout
+    )
+
+
 def console_script_runner():
     """subprocess.run's signature for the product's own launches of a console script (the demo's `airflow`
     calls), served by the worker's pre-imported interpreter unless OUTCOMES_TESTS_FORK=0."""

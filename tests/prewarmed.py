@@ -41,7 +41,11 @@ HEAVY_MODULES = (
 
 
 # console script -> (module, function, whether the function takes argv)
-PROGRAMS = {"outcomes": ("pipeline.cli", "main", True), "airflow": ("airflow.__main__", "main", False)}
+PROGRAMS = {
+    "outcomes": ("pipeline.cli", "main", True),
+    "airflow": ("airflow.__main__", "main", False),
+    "dbt": ("dbt.cli.main", "cli", False),
+}
 
 
 class Launcher:

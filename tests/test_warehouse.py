@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from conftest import dbt
 
 IDENTIFYING = (
     "name",
@@ -339,7 +340,7 @@ def test_dbt_unit_tests_pass_on_their_hand_computed_fixtures(clinic_warehouse, t
 
     import yaml
 
-    from pipeline.transform import DBT_PROJECT, dbt_invoke
+    from pipeline.transform import DBT_PROJECT, dbt_target_dir
 
     _, wh = clinic_warehouse
     copy = tmp_path / "warehouse.duckdb"
@@ -349,7 +350,9 @@ def test_dbt_unit_tests_pass_on_their_hand_computed_fixtures(clinic_warehouse, t
         for f in (DBT_PROJECT / "models").rglob("*.yml")
         for unit_test in (yaml.safe_load(f.read_text()) or {}).get("unit_tests", [])
     }
-    result = dbt_invoke(copy, ["test", "--select", "test_type:unit"], quiet=True)
-    ran = {r.node.name: str(r.status) for r in result.result or []}
-    assert len(defined) >= 7 and set(ran) == defined
+    proc = dbt(copy, "test", "--select", "test_type:unit")
+    results = json.loads((dbt_target_dir(copy) / "run_results.json").read_text())["results"]
+    ran = {r["unique_id"].rsplit(".", 1)[-1]: r["status"] for r in results}
+    assert len(defined) >= 7 and set(ran) == defined, proc.stdout + proc.stderr
     assert set(ran.values()) == {"pass"}, ran
+    assert proc.returncode == 0, proc.stdout + proc.stderr
