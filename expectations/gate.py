@@ -79,7 +79,6 @@ def import_gx():
     to be missing and skips it); those packages stay importable for everything else once GX is in."""
     with _gx_import_lock:
         if "great_expectations" not in sys.modules:
-            _quiet_gx()
             hidden = [name for name in GX_UNUSED_INTEGRATIONS if name not in sys.modules]
             if "pyspark" not in hidden:
                 hide_spark_connect_from_gx()
@@ -91,6 +90,7 @@ def import_gx():
                 for name in hidden:
                     if sys.modules.get(name, False) is None:
                         del sys.modules[name]
+            _quiet_gx()  # after the import, which sets some of these loggers' levels itself
         return sys.modules["great_expectations"]
 
 
