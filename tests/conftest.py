@@ -26,6 +26,7 @@ SHARED_FIXTURE_MODULES = {
     "test_dashboards.py": ("clinic_warehouse", 210),
     "test_analytics.py": ("nights", 145),
     "test_hostile_input.py": ("hostile_night", 75),
+    "test_dag.py": ("two_nights", 120),  # with the DAG's integrity tests (seconds each)
 }
 
 

@@ -165,31 +165,36 @@ class _Clinic:
         return {**self.env, "OUTCOMES_WAREHOUSE": str(warehouse or self.warehouse)}
 
 
-@pytest.fixture()
-def served_clinic(request, tmp_path):
-    patients, seed = getattr(request, "param", (100, 77))
-    clinic = _Clinic(tmp_path, patients, seed)
-    yield clinic
-    clinic.server.stop()
+@pytest.fixture(scope="module")
+def two_nights(tmp_path_factory):
+    """A 100-patient clinic served by the stand-in EHR; its first night by hand (`outcomes refresh`, the same
+    steps), twenty more days of clinic, the second night by the DAG. The server stays up for the module."""
+    clinic = _Clinic(tmp_path_factory.mktemp("dag"), 100, 77)
+    try:
+        wh = clinic.warehouse
+        outcomes("refresh", env=clinic.cli_env())
+        con = duckdb.connect(str(wh), read_only=True)
+        first = {
+            "courses": con.execute("SELECT count(*) FROM marts.fct_treatment_courses").fetchall()[0][0],
+            "read": con.execute("SELECT sum(read) FROM raw.load_counts").fetchall()[0][0],
+            "pages": (wh.parent / "dashboards" / "relapse.html").exists(),
+            "open_courses": _provisional_courses(wh),
+        }
+        con.close()
+        outcomes("ehr", "generate", "--continue-days", "20", "--out", str(clinic.dir))
+        reported: list[str] = []
+        run_dag(clinic.airflow_home, clinic.env, log=reported.append, run=console_script_runner())
+        yield clinic, first, reported
+    finally:
+        clinic.server.stop()
 
 
-@pytest.mark.slow(seconds=130)
-def test_the_dag_continues_a_night_incrementally_and_equals_a_full_refresh(served_clinic):
-    """The first night by hand (`outcomes refresh`, the same steps), the second by the DAG: only the delta
-    comes through, courses open on the first night are final on the second, and the marts equal a full refresh
-    of the same data into a fresh warehouse."""
-    clinic, wh = served_clinic, served_clinic.warehouse
-    outcomes("refresh", env=clinic.cli_env())
-    con = duckdb.connect(str(wh), read_only=True)
-    courses = con.execute("SELECT count(*) FROM marts.fct_treatment_courses").fetchall()[0][0]
-    first_read = con.execute("SELECT sum(read) FROM raw.load_counts").fetchall()[0][0]
-    con.close()
-    open_courses = _provisional_courses(wh)
-    assert courses > 60 and (wh.parent / "dashboards" / "relapse.html").exists() and open_courses
-
-    outcomes("ehr", "generate", "--continue-days", "20", "--out", str(clinic.dir))
-    reported: list[str] = []
-    run_dag(clinic.airflow_home, clinic.env, log=reported.append, run=console_script_runner())
+def test_the_dag_continues_a_night_incrementally_and_equals_a_full_refresh(two_nights):
+    """Only the delta comes through the DAG's night, courses open on the first night are final on the second,
+    and the marts equal a full refresh of the same data into a fresh warehouse."""
+    clinic, first, reported = two_nights
+    wh = clinic.warehouse
+    assert first["courses"] > 60 and first["pages"] and first["open_courses"]
     assert [line.split() for line in reported if line.startswith("  ")] == [
         [f"{task}[0]" if task.startswith("site.") else task, "success"]
         for task in NIGHT_TASKS  # one site
@@ -199,8 +204,8 @@ def test_the_dag_continues_a_night_incrementally_and_equals_a_full_refresh(serve
                            GROUP BY l.load_id, l.since, l.load_seq ORDER BY l.load_seq""").fetchall()
     con.close()
     assert len(loads) == 2 and loads[0][0] is None and loads[1][0] is not None
-    assert loads[1][1] < first_read / 5  # only the delta came through
-    assert open_courses - _provisional_courses(wh), "a course open on the first night is final on the second"
+    assert loads[1][1] < first["read"] / 5  # only the delta came through
+    assert first["open_courses"] - _provisional_courses(wh), "a course open on the first night is final on the second"
     assert read_status(wh.parent / "dashboards")["last_attempt_ok"] is True
 
     full = wh.parent.parent / "full" / "warehouse.duckdb"
@@ -209,14 +214,12 @@ def test_the_dag_continues_a_night_incrementally_and_equals_a_full_refresh(serve
     assert _outcomes_by_patient(wh) == _outcomes_by_patient(full)
 
 
-@pytest.mark.slow(seconds=80)
-@pytest.mark.parametrize("served_clinic", [(40, 78)], indirect=True)
-def test_a_failed_dag_run_alerts_and_keeps_yesterdays_marts(served_clinic):
-    """A critical quality failure in a DAG run: the run fails at the gate, later tasks do not run, the failure
-    callback records the alert (file, quality.alerts, the pages' status) beside the Variable's warehouse, and
-    yesterday's marts stay."""
-    clinic, wh = served_clinic, served_clinic.warehouse
-    outcomes("refresh", env=clinic.cli_env())
+def test_a_failed_dag_run_alerts_and_keeps_yesterdays_marts(two_nights):
+    """A critical quality failure in a DAG run (the module's third night, after the DAG's own): the run fails
+    at the gate, later tasks do not run, the failure callback records the alert (file, quality.alerts, the
+    pages' status) beside the Variable's warehouse, and yesterday's marts stay."""
+    clinic, _, _ = two_nights
+    wh = clinic.warehouse
     before = _fingerprint(wh, REPORTS + ("fct_course_outcomes", "dim_patients"))
     con = duckdb.connect(str(wh))
     con.execute("INSERT INTO raw.patient_versions_landed SELECT * FROM raw.patient_versions LIMIT 1")
