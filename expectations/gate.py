@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 
 from expectations.offline_docs import AssetsMissing, make_offline
 from expectations.scope import SCOPE_TABLE, RawScope
@@ -71,27 +71,25 @@ def hide_spark_connect_from_gx() -> None:
 # GX's SQL and Spark integrations, which it loads at import whenever their packages are installed (SQLAlchemy
 # comes with Airflow, pyspark with the Spark engine). The gates validate pandas frames only.
 GX_UNUSED_INTEGRATIONS = ("sqlalchemy", "pyspark")
-_gx_import_lock = threading.Lock()
 
 
-def import_gx():
+def import_gx() -> ModuleType:
     """Import Great Expectations as on an install without its SQL and Spark integrations (GX expects either
     to be missing and skips it); those packages stay importable for everything else once GX is in."""
-    with _gx_import_lock:
-        if "great_expectations" not in sys.modules:
-            hidden = [name for name in GX_UNUSED_INTEGRATIONS if name not in sys.modules]
-            if "pyspark" not in hidden:
-                hide_spark_connect_from_gx()
+    if "great_expectations" not in sys.modules:
+        hidden = [name for name in GX_UNUSED_INTEGRATIONS if name not in sys.modules]
+        if "pyspark" not in hidden:
+            hide_spark_connect_from_gx()
+        for name in hidden:
+            sys.modules[name] = None  # type: ignore[assignment]  # ImportError on import, as if absent
+        try:
+            import great_expectations  # noqa: F401
+        finally:
             for name in hidden:
-                sys.modules[name] = None  # type: ignore[assignment]  # ImportError on import, as if absent
-            try:
-                import great_expectations  # noqa: F401
-            finally:
-                for name in hidden:
-                    if sys.modules.get(name, False) is None:
-                        del sys.modules[name]
-            _quiet_gx()  # after the import, which sets some of these loggers' levels itself
-        return sys.modules["great_expectations"]
+                if sys.modules.get(name, False) is None:
+                    del sys.modules[name]
+        _quiet_gx()  # after the import, which sets some of these loggers' levels itself
+    return sys.modules["great_expectations"]
 
 
 def _context(docs_dir: Path | None):

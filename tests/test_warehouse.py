@@ -351,7 +351,9 @@ def test_dbt_unit_tests_pass_on_their_hand_computed_fixtures(clinic_warehouse, t
         for unit_test in (yaml.safe_load(f.read_text()) or {}).get("unit_tests", [])
     }
     proc = dbt(copy, "test", "--select", "test_type:unit")
-    results = json.loads((dbt_target_dir(copy) / "run_results.json").read_text())["results"]
+    run_results = dbt_target_dir(copy) / "run_results.json"
+    assert run_results.exists(), proc.stdout + proc.stderr
+    results = json.loads(run_results.read_text())["results"]
     ran = {r["unique_id"].rsplit(".", 1)[-1]: r["status"] for r in results}
     assert len(defined) >= 7 and set(ran) == defined, proc.stdout + proc.stderr
     assert set(ran.values()) == {"pass"}, ran
