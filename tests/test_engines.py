@@ -10,6 +10,10 @@ import duckdb
 import pytest
 from conftest import outcomes
 
+# A JVM that lives a minute on two cores spends a quarter of its CPU optimising code it will not run for long:
+# the client compiler alone does (docs/operations.md, "Trying the Spark engine on one machine"). JIT settings do
+# not change what Spark computes.
+SHORT_LIVED_JVM = {"OUTCOMES_SPARK_CONF": "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1"}
 PUBLISHED_AFTER_THE_GATES = {"rpt_data_health", "rpt_quarantine_summary"}  # built by the publish step, in DuckDB
 
 
@@ -59,7 +63,7 @@ def test_a_two_site_network_builds_the_same_marts_on_duckdb_and_spark(tmp_path):
     con.close()
     assert len(keys_before) >= 300 and sites == [("site-1",), ("site-2",)]
 
-    proc = outcomes("transform", "--engine", "spark", "--warehouse", str(wh), timeout=900)
+    proc = outcomes("transform", "--engine", "spark", "--warehouse", str(wh), env=SHORT_LIVED_JVM, timeout=900)
     assert "spark: session up on local[2]" in proc.stdout and "marts returned to the warehouse" in proc.stdout
 
     con = duckdb.connect(str(wh), read_only=True)
