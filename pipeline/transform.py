@@ -56,9 +56,8 @@ def dbt_command(
     env = {
         "OUTCOMES_WAREHOUSE": str(Path(warehouse).resolve()),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
-        # dbt's file log defaults to debug: every query of every node, ~5,000 lines a build, formatted and
-        # scrubbed of secrets on the way (about a second of a nightly build). Node-level lines are kept; set
-        # DBT_LOG_LEVEL_FILE=debug to see the queries.
+        # dbt's file log defaults to debug: every query of every node, each formatted and scrubbed of secrets
+        # on the way. Node-level lines are kept; set DBT_LOG_LEVEL_FILE=debug to see the queries.
         "DBT_LOG_LEVEL_FILE": os.environ.get("DBT_LOG_LEVEL_FILE", "info"),
         # The console gets dbt's warnings and errors only (the step prints its own summary); every node's line
         # goes to the log file beside the warehouse.

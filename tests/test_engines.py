@@ -10,9 +10,9 @@ import duckdb
 import pytest
 from conftest import outcomes
 
-# A JVM that lives a minute on two cores spends a quarter of its CPU optimising code it will not run for long:
-# the client compiler alone does (docs/operations.md, "Trying the Spark engine on one machine"). JIT settings do
-# not change what Spark computes.
+# A JVM that lives a minute or two spends much of its CPU optimising code it will not run for long; the client
+# compiler alone is cheaper (measured in docs/operations.md, "Trying the Spark engine on one machine"). JIT
+# settings do not change what Spark computes.
 SHORT_LIVED_JVM = {"OUTCOMES_SPARK_CONF": "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1"}
 PUBLISHED_AFTER_THE_GATES = {"rpt_data_health", "rpt_quarantine_summary"}  # built by the publish step, in DuckDB
 
